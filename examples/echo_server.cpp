@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: MIT
+// unixgram-echo: the demo server — echoes every datagram back to its sender, unchanged and in order.
+//
+//   unixgram-echo --path PATH [--mode OCTAL] [--unnamed ignore|warn|handle] [--shards N] [--log-level LEVEL]
+//
+// PATH "@name" is an abstract name, "" autobinds. Prints "listening on <address>" on stdout once the
+// socket answers; SIGINT/SIGTERM stop it (exit 0, socket file removed if still ours).
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#include "unixgram/raw_protocol.hpp"
+#include "unixgram/server.hpp"
+
+namespace {
+
+class EchoHandler : public unixgram::DatagramRequestHandler<unixgram::Bytes, unixgram::Bytes> {
+public:
+    explicit EchoHandler(spdlog::logger& log) : log_(log) {}
+
+    unixgram::Session<unixgram::Bytes> handle(unixgram::Client<unixgram::Bytes>& client) override {
+        unixgram::Bytes request = co_yield unixgram::recv();
+        try {
+            co_await client.send_packet(request);
+        } catch (const std::system_error& e) {  // peer gone, unnamed peer: not the server's fault
+            log_.warn("could not reply to {}: {}", client.peer_name().to_string(), e.what());
+        } catch (const unixgram::TimeoutError& e) {
+            log_.warn("could not reply to {}: {}", client.peer_name().to_string(), e.what());
+        }
+    }
+
+private:
+    spdlog::logger& log_;
+};
+
+[[noreturn]] void die(const std::string& message) {
+    std::fprintf(stderr, "unixgram-echo: error: %s\n", message.c_str());
+    std::exit(2);
+}
+
+mode_t parse_mode(const std::string& text) {
+    if (text.empty() || text.size() > 5 || text.find_first_not_of("01234567") != std::string::npos)
+        die("invalid --mode value '" + text + "': expected an octal number such as 0660");
+    const unsigned long v = std::strtoul(text.c_str(), nullptr, 8);
+    if (v > 07777) die("invalid --mode value '" + text + "': only permission bits (up to 07777) are allowed");
+    return static_cast<mode_t>(v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string path;
+    std::string mode_text;
+    std::string unnamed_text = "ignore";
+    unsigned shards = 1;
+    std::string level_text = "info";
+
+    CLI::App app{"unixgram-echo: echo server on a Unix datagram socket"};
+    app.add_option("--path", path, "socket path; @name for an abstract name, \"\" to autobind")->required();
+    app.add_option("--mode", mode_text, "permissions of the socket file, in octal (e.g. 0660)");
+    app.add_option("--unnamed", unnamed_text, "datagrams from unbound senders: ignore, warn or handle");
+    app.add_option("--shards", shards, "worker shards (N >= 1)");
+    app.add_option("--log-level", level_text, "trace, debug, info, warn, error, critical or off");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        die(e.what());
+    }
+
+    unixgram::ServerOptions options;
+    std::optional<unixgram::UnixAddress> address;
+    try {
+        address = unixgram::UnixAddress::parse(path);
+        if (!mode_text.empty()) options.mode = parse_mode(mode_text);
+        options.unnamed_addresses = unixgram::parse_unnamed_addresses(unnamed_text);
+        if (shards == 0) die("invalid --shards value '0': must be at least 1");
+        options.shards = shards;
+    } catch (const std::invalid_argument& e) {
+        die(e.what());
+    }
+    const auto level = spdlog::level::from_str(level_text);
+    if (level == spdlog::level::off && level_text != "off")
+        die("invalid --log-level value '" + level_text + "': expected trace, debug, info, warn, error, critical or off");
+
+    auto log = spdlog::stderr_color_mt("unixgram-echo");
+    log->set_level(level);
+    options.logger = log;
+
+    // Block the stop signals in every thread; the main thread waits for them with sigwait.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    EchoHandler handler(*log);
+    try {
+        unixgram::UnixDatagramServer server(*address, unixgram::RawProtocol{}, handler, options);
+        server.start();
+        std::printf("listening on %s\n", server.address().to_string().c_str());
+        std::fflush(stdout);
+        int sig = 0;
+        sigwait(&stop_signals, &sig);
+        log->info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        server.stop();
+        server.close();
+    } catch (const std::exception& e) {
+        die(e.what());
+    }
+    return 0;
+}

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+// ContextVar<T>: a value per session, defaulted from what service_init set (H16).
+#pragma once
+
+/// \file
+/// Like Python's `contextvars.ContextVar`: values set in `service_init` become the defaults every
+/// session and background task starts with; a `set()` inside a session is seen only by that
+/// session run (not by other clients, nor by the same client's next session).
+///
+/// Example:
+/// \code
+///   inline unixgram::ContextVar<std::string> request_id{"none"};
+///   // in service_init:  request_id.set("init");
+///   // in handle():      request_id.set(make_id());  log(request_id.get());
+/// \endcode
+
+#include <memory>
+#include <utility>
+
+#include "unixgram/detail/engine.hpp"
+
+namespace unixgram {
+
+template <class T>
+class ContextVar {
+public:
+    explicit ContextVar(T default_value = T{}) : default_(std::move(default_value)) {}
+    ContextVar(const ContextVar&) = delete;
+    ContextVar& operator=(const ContextVar&) = delete;
+
+    /// The value in the current session or task; the default outside the server's loop.
+    T get() const {
+        if (const auto* ctx = detail::current_context(); ctx != nullptr && ctx->vars) {
+            if (auto it = ctx->vars->find(this); it != ctx->vars->end()) return *static_cast<const T*>(it->second.get());
+        }
+        return default_;
+    }
+
+    /// Sets the value for the current session or task (allocates: copy-on-write). Throws
+    /// std::logic_error outside a server's loop.
+    void set(T value) {
+        auto& ctx = detail::require_context("ContextVar::set()");
+        auto map = ctx.vars ? std::make_shared<detail::ContextMap>(*ctx.vars) : std::make_shared<detail::ContextMap>();
+        (*map)[this] = std::make_shared<const T>(std::move(value));
+        ctx.vars = std::move(map);
+    }
+
+private:
+    T default_;
+};
+
+}  // namespace unixgram

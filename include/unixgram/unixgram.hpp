@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: MIT
+// Umbrella header: the whole public API of unixgram.
+#pragma once
+
+#include "unixgram/address.hpp"
+#include "unixgram/ancillary.hpp"
+#include "unixgram/buffer.hpp"
+#include "unixgram/client.hpp"
+#include "unixgram/context_var.hpp"
+#include "unixgram/datagram_client.hpp"
+#include "unixgram/errors.hpp"
+#include "unixgram/exit_stack.hpp"
+#include "unixgram/handler.hpp"
+#include "unixgram/json_protocol.hpp"
+#include "unixgram/options.hpp"
+#include "unixgram/protocol.hpp"
+#include "unixgram/raw_protocol.hpp"
+#include "unixgram/server.hpp"
+#include "unixgram/session.hpp"
+#include "unixgram/sleep.hpp"
+#include "unixgram/stats.hpp"
+#include "unixgram/struct_protocol.hpp"
+#include "unixgram/task.hpp"
+#include "unixgram/task_group.hpp"
+#include "unixgram/text_protocol.hpp"

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+// RecvDatagram and SendOp: what crosses the boundary between a backend and the server.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "unixgram/buffer.hpp"
+#include "unixgram/detail/engine.hpp"
+
+namespace unixgram::detail {
+
+/// Largest number of fds one datagram can carry (the kernel's SCM_MAX_FD).
+inline constexpr std::size_t kMaxFdsPerDatagram = 253;
+/// Control buffer that holds SCM_RIGHTS with kMaxFdsPerDatagram fds plus SCM_CREDENTIALS.
+inline constexpr std::size_t kControlSize =
+    CMSG_SPACE(sizeof(int) * kMaxFdsPerDatagram) + CMSG_SPACE(sizeof(struct ucred));
+
+/// One received datagram, valid only during the dispatch call that receives it. The consumer takes
+/// the fds it keeps by setting fd_count to 0; the backend closes none (the server does).
+struct RecvDatagram {
+    const void* name = nullptr;
+    socklen_t name_length = 0;
+    std::span<const std::byte> payload;
+    std::size_t real_length = 0;  ///< the datagram's length; > payload.size() when truncated
+    bool truncated = false;
+    bool control_truncated = false;
+    int fds[kMaxFdsPerDatagram];
+    std::uint32_t fd_count = 0;
+    bool has_credentials = false;
+    struct ucred credentials {};
+};
+
+/// Decodes the SCM_RIGHTS and SCM_CREDENTIALS messages in msg.msg_control[0..msg_controllen) into
+/// `d`, and sets FD_CLOEXEC on received fds (io_uring's recvmsg does not apply MSG_CMSG_CLOEXEC).
+void decode_control(const msghdr& msg, RecvDatagram& d) noexcept;
+
+/// One reply on its way to the kernel. Lives in the shard's pool; the buffer keeps its capacity.
+struct SendOp {
+    Buffer buffer;
+    sockaddr_un dest{};
+    socklen_t dest_length = 0;
+    msghdr msg{};
+    iovec iov{};
+    SendWait* waiter = nullptr;  ///< null once the awaiting coroutine gave up (cancelled)
+    Clock::time_point deadline{};
+    TimerNode retry_timer;
+    unsigned attempts = 0;
+    bool in_kernel = false;
+    SendOp* next_free = nullptr;
+
+    void prepare_msghdr() noexcept {
+        iov.iov_base = buffer.data();
+        iov.iov_len = buffer.size();
+        msg = msghdr{};
+        msg.msg_name = &dest;
+        msg.msg_namelen = dest_length;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+    }
+};
+
+}  // namespace unixgram::detail

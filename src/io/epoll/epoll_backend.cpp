@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: MIT
+// EpollBackend implementation.
+#include "io/epoll/epoll_backend.hpp"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+#include "io/backend.hpp"
+#include "io/datagram.hpp"
+#include "runtime/shard.hpp"
+#include "server/stats_counters.hpp"
+
+namespace unixgram::detail {
+
+namespace {
+[[noreturn]] void fail(const char* step) {
+    throw std::system_error(errno, std::generic_category(), std::string("epoll backend: ") + step);
+}
+constexpr std::uint64_t kSocketTag = 1, kWakeTag = 2;
+}  // namespace
+
+EpollBackend::EpollBackend(Shard& shard, int socket_fd, const BackendConfig& config)
+    : shard_(shard), stats_(config.stats), socket_fd_(socket_fd), control_(config.receive_control) {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) fail("epoll_create1");
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) {
+        ::close(epoll_fd_);
+        fail("eventfd");
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kWakeTag;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+    ev.events = 0;
+    ev.data.u64 = kSocketTag;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket_fd_, &ev) < 0) {
+        const int e = errno;
+        ::close(wake_fd_);
+        ::close(epoll_fd_);
+        errno = e;
+        fail("epoll_ctl(ADD socket)");
+    }
+    // One extra byte detects datagrams over the limit (MSG_TRUNC also reports their real length).
+    buffer_size_ = config.max_datagram_size + 1;
+    buffers_ = std::make_unique<std::byte[]>(buffer_size_ * kBatch);
+    if (control_) controls_ = std::make_unique<std::byte[]>(kControlSize * kBatch);
+    for (std::size_t i = 0; i < kBatch; ++i) {
+        recv_iovs_[i] = {buffers_.get() + i * buffer_size_, buffer_size_};
+    }
+    pending_sends_.reserve(kBatch);
+    send_msgs_.reserve(kBatch);
+}
+
+EpollBackend::~EpollBackend() {
+    flush_sends();
+    ::close(wake_fd_);
+    ::close(epoll_fd_);
+}
+
+void EpollBackend::set_interest(bool readable) noexcept {
+    epoll_event ev{};
+    ev.events = readable ? EPOLLIN : 0;
+    ev.data.u64 = kSocketTag;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_fd_, &ev);
+}
+
+void EpollBackend::start_receiving() noexcept {
+    if (receiving_) return;
+    receiving_ = true;
+    set_interest(true);
+}
+
+void EpollBackend::stop_receiving() noexcept {
+    if (!receiving_) return;
+    receiving_ = false;
+    set_interest(false);
+}
+
+void EpollBackend::wake() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void EpollBackend::submit_send(SendOp* op) noexcept {
+    op->prepare_msghdr();
+    pending_sends_.push_back(op);
+}
+
+void EpollBackend::flush_sends() noexcept {
+    while (!pending_sends_.empty()) {
+        // Completions may queue new sends (a resumed session); take the current batch first.
+        std::vector<SendOp*> batch;
+        batch.swap(pending_sends_);
+        pending_sends_.reserve(kBatch);
+        std::size_t i = 0;
+        while (i < batch.size()) {
+            const std::size_t n = std::min(kBatch, batch.size() - i);
+            send_msgs_.resize(n);
+            for (std::size_t k = 0; k < n; ++k) send_msgs_[k] = mmsghdr{batch[i + k]->msg, 0};
+            // MSG_DONTWAIT: a full peer answers EAGAIN, which the shard retries with backoff.
+            const int sent = ::sendmmsg(socket_fd_, send_msgs_.data(), static_cast<unsigned>(n),
+                                        MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (sent < 0) {
+                const int e = errno;
+                if (e == EINTR) continue;
+                shard_.on_send_complete(batch[i], -e);  // the first message failed; go on after it
+                ++i;
+                continue;
+            }
+            for (int k = 0; k < sent; ++k)
+                shard_.on_send_complete(batch[i + k], static_cast<int>(send_msgs_[k].msg_len));
+            i += static_cast<std::size_t>(sent);
+        }
+    }
+}
+
+void EpollBackend::receive_batches() noexcept {
+    // A few batches per turn, then let sends and sessions run (fairness between directions).
+    for (int round = 0; round < 4 && receiving_; ++round) {
+        for (std::size_t i = 0; i < kBatch; ++i) {
+            msghdr& m = recv_msgs_[i].msg_hdr;
+            m = msghdr{};
+            m.msg_name = &recv_names_[i];
+            m.msg_namelen = sizeof(sockaddr_un);
+            m.msg_iov = &recv_iovs_[i];
+            m.msg_iovlen = 1;
+            if (control_) {
+                m.msg_control = controls_.get() + i * kControlSize;
+                m.msg_controllen = kControlSize;
+            }
+            recv_msgs_[i].msg_len = 0;
+        }
+        const int n = ::recvmmsg(socket_fd_, recv_msgs_, kBatch, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC, nullptr);
+        if (n <= 0) return;
+        // Everything read is dispatched, even if a datagram pauses receiving (queue cap reached).
+        for (int i = 0; i < n; ++i) {
+            const msghdr& m = recv_msgs_[i].msg_hdr;
+            RecvDatagram d;
+            d.name = m.msg_name;
+            d.name_length = m.msg_namelen;
+            d.real_length = recv_msgs_[i].msg_len;
+            d.truncated = (m.msg_flags & MSG_TRUNC) != 0 || d.real_length > buffer_size_ - 1;
+            d.control_truncated = (m.msg_flags & MSG_CTRUNC) != 0;
+            d.payload = {static_cast<const std::byte*>(recv_iovs_[i].iov_base),
+                         std::min<std::size_t>(d.real_length, buffer_size_)};
+            decode_control(m, d);
+            shard_.on_datagram(d);
+        }
+        if (static_cast<std::size_t>(n) < kBatch) return;
+    }
+}
+
+void EpollBackend::poll(bool block, Clock::time_point deadline) noexcept {
+    flush_sends();
+    epoll_event events[4];
+    timespec ts{0, 0};
+    timespec* tsp = &ts;
+    if (block) {
+        if (deadline == Clock::time_point::max()) {
+            tsp = nullptr;
+        } else {
+            auto left = deadline - Clock::now();
+            if (left < Clock::duration::zero()) left = Clock::duration::zero();
+            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+            ts = {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        }
+    }
+    const int n = ::epoll_pwait2(epoll_fd_, events, 4, tsp, nullptr);
+    for (int i = 0; i < n; ++i) {
+        if (events[i].data.u64 == kWakeTag) {
+            std::uint64_t v;
+            [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
+        } else if (events[i].data.u64 == kSocketTag) {
+            receive_batches();
+        }
+    }
+    flush_sends();
+}
+
+}  // namespace unixgram::detail

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+// EpollBackend: level-triggered epoll, recvmmsg and sendmmsg batches of up to 32 datagrams.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "unixgram/detail/engine.hpp"
+
+namespace unixgram::detail {
+
+class Shard;
+struct BackendConfig;
+struct SendOp;
+struct ServerStatsCounters;
+
+class EpollBackend {
+public:
+    /// Throws std::system_error naming the failing step.
+    EpollBackend(Shard& shard, int socket_fd, const BackendConfig& config);
+    ~EpollBackend();
+    EpollBackend(const EpollBackend&) = delete;
+    EpollBackend& operator=(const EpollBackend&) = delete;
+
+    void start_receiving() noexcept;
+    void stop_receiving() noexcept;
+    bool receive_active() const noexcept { return false; }  // nothing asynchronous to wait for
+
+    void submit_send(SendOp* op) noexcept;
+    void poll(bool block, Clock::time_point deadline) noexcept;
+    void wake() noexcept;
+    const char* name() const noexcept { return "epoll"; }
+
+private:
+    static constexpr std::size_t kBatch = 32;
+    void flush_sends() noexcept;
+    void receive_batches() noexcept;
+    void set_interest(bool readable) noexcept;
+
+    Shard& shard_;
+    ServerStatsCounters* stats_;
+    int socket_fd_;
+    int epoll_fd_ = -1;
+    int wake_fd_ = -1;
+    bool receiving_ = false;
+    bool control_ = false;
+    std::size_t buffer_size_ = 0;
+    std::unique_ptr<std::byte[]> buffers_;
+    std::unique_ptr<std::byte[]> controls_;
+    mmsghdr recv_msgs_[kBatch];
+    iovec recv_iovs_[kBatch];
+    sockaddr_un recv_names_[kBatch];
+    std::vector<SendOp*> pending_sends_;
+    std::vector<mmsghdr> send_msgs_;
+};
+
+}  // namespace unixgram::detail

@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: MIT
+// UringBackend implementation (see io-uring-notes: always MSG_DONTWAIT on AF_UNIX sends).
+#include "io/uring/uring_backend.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+#include "io/backend.hpp"
+#include "io/datagram.hpp"
+#include "io/uring/compat.hpp"
+#include "runtime/shard.hpp"
+#include "server/stats_counters.hpp"
+
+namespace unixgram::detail {
+
+namespace {
+constexpr int kBufferGroup = 0;
+constexpr unsigned kBufferCount = 64;  // the socket queue holds 11 datagrams; 64 covers bursts
+constexpr unsigned kSqEntries = 256;
+constexpr unsigned kCqEntries = 4096;
+
+[[noreturn]] void fail(const char* step, int neg_errno) {
+    throw std::system_error(-neg_errno, std::generic_category(), std::string("io_uring backend: ") + step);
+}
+}  // namespace
+
+UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& config)
+    : shard_(shard), stats_(config.stats) {
+    io_uring_params params{};
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
+                   IORING_SETUP_CQSIZE;
+    params.cq_entries = kCqEntries;
+    int r = io_uring_queue_init_params(kSqEntries, &ring_, &params);
+    if (r == -EINVAL) {  // kernel < 6.1: no DEFER_TASKRUN
+        params = io_uring_params{};
+        params.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL |
+                       IORING_SETUP_CQSIZE;
+        params.cq_entries = kCqEntries;
+        r = io_uring_queue_init_params(kSqEntries, &ring_, &params);
+    }
+    if (r == -EINVAL) {
+        params = io_uring_params{};
+        params.flags = IORING_SETUP_CQSIZE;
+        params.cq_entries = kCqEntries;
+        r = io_uring_queue_init_params(kSqEntries, &ring_, &params);
+    }
+    if (r < 0) fail("io_uring_queue_init_params", r);
+    ring_ready_ = true;
+    try {
+        io_uring_register_ring_fd(&ring_);  // optional (5.18): saves an fd lookup per enter
+        if (r = io_uring_register_files(&ring_, &socket_fd, 1); r < 0) fail("io_uring_register_files", r);
+
+        buffer_size_ = sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_un) +
+                       (config.receive_control ? kControlSize : 0) + config.max_datagram_size;
+        buffer_size_ = (buffer_size_ + 63) & ~std::size_t{63};
+        buffer_count_ = kBufferCount;
+        buffers_bytes_ = buffer_size_ * buffer_count_;
+        void* mem = ::mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        if (mem == MAP_FAILED) fail("mmap of receive buffers", -errno);
+        buffers_ = static_cast<std::byte*>(mem);
+        int err = 0;
+        buf_ring_ = uring_compat::setup_buf_ring(&ring_, buffer_count_, kBufferGroup, &err);
+        if (buf_ring_ == nullptr) fail("io_uring_register_buf_ring", err);
+        const int mask = io_uring_buf_ring_mask(buffer_count_);
+        for (unsigned i = 0; i < buffer_count_; ++i)
+            io_uring_buf_ring_add(buf_ring_, buffers_ + i * buffer_size_, static_cast<unsigned>(buffer_size_),
+                                  static_cast<unsigned short>(i), mask, static_cast<int>(i));
+        io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buffer_count_));
+
+        recv_msg_.msg_namelen = sizeof(sockaddr_un);
+        recv_msg_.msg_controllen = config.receive_control ? kControlSize : 0;
+
+        wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (wake_fd_ < 0) fail("eventfd", -errno);
+        arm_wake();
+    } catch (...) {
+        this->~UringBackend();
+        throw;
+    }
+}
+
+UringBackend::~UringBackend() {
+    if (!ring_ready_) return;
+    // Cancel the multishot and reap its final CQE before the ring goes: the ring holds a reference
+    // to the socket, and an abstract name would otherwise stay bound after close (io-uring-notes §1.0).
+    stop_receiving();
+    for (int spins = 0; (receive_active() || shard_.ops_in_kernel() > 0) && spins < 1000; ++spins)
+        poll(true, Clock::now() + std::chrono::milliseconds(5));
+    uring_compat::free_buf_ring(&ring_, buf_ring_, buffer_count_, kBufferGroup);
+    io_uring_unregister_files(&ring_);
+    io_uring_queue_exit(&ring_);
+    ring_ready_ = false;
+    if (buffers_ != nullptr) ::munmap(buffers_, buffers_bytes_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+io_uring_sqe* UringBackend::get_sqe() noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (sqe == nullptr) {
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+}
+
+void UringBackend::start_receiving() noexcept {
+    want_receive_ = true;
+    if (recv_state_ == RecvState::idle) arm_receive();
+}
+
+void UringBackend::stop_receiving() noexcept {
+    want_receive_ = false;
+    if (recv_state_ != RecvState::armed) return;
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, kRecvTag, 0);
+    io_uring_sqe_set_data64(sqe, kCancelTag);
+    recv_state_ = RecvState::cancelling;
+}
+
+void UringBackend::arm_receive() noexcept {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_recvmsg_multishot(sqe, 0, &recv_msg_, MSG_TRUNC);
+    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+    sqe->buf_group = kBufferGroup;
+    io_uring_sqe_set_data64(sqe, kRecvTag);
+    recv_state_ = RecvState::armed;
+}
+
+void UringBackend::arm_wake() noexcept {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_poll_multishot(sqe, wake_fd_, POLLIN);
+    io_uring_sqe_set_data64(sqe, kWakeTag);
+    wake_armed_ = true;
+}
+
+void UringBackend::wake() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void UringBackend::submit_send(SendOp* op) noexcept {
+    op->prepare_msghdr();
+    io_uring_sqe* sqe = get_sqe();
+    // MSG_DONTWAIT always: a blocking AF_UNIX send retried by io_uring can deliver an empty datagram.
+    io_uring_prep_sendmsg(sqe, 0, &op->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data(sqe, op);
+}
+
+void UringBackend::recycle_buffer(unsigned bid) noexcept {
+    io_uring_buf_ring_add(buf_ring_, buffers_ + bid * buffer_size_, static_cast<unsigned>(buffer_size_),
+                          static_cast<unsigned short>(bid), io_uring_buf_ring_mask(buffer_count_),
+                          static_cast<int>(pending_recycles_));
+    ++pending_recycles_;
+}
+
+void UringBackend::poll(bool block, Clock::time_point deadline) noexcept {
+    int r;
+    if (block) {
+        io_uring_cqe* cqe = nullptr;
+        if (deadline == Clock::time_point::max()) {
+            r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, nullptr, nullptr);
+        } else {
+            auto left = deadline - Clock::now();
+            if (left < Clock::duration::zero()) left = Clock::duration::zero();
+            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+            __kernel_timespec ts{static_cast<long long>(ns / 1000000000), static_cast<long long>(ns % 1000000000)};
+            r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+        }
+    } else {
+        r = io_uring_submit_and_get_events(&ring_);
+    }
+    (void)r;  // -ETIME, -EINTR and -EBUSY (CQ overflow) all mean: reap what is there and go on
+    if (io_uring_cq_has_overflow(&ring_)) {
+        ServerStatsCounters::add(stats_->cq_overflows);
+        io_uring_get_events(&ring_);
+    }
+    io_uring_cqe* cqes[64];
+    for (;;) {
+        const unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 64);
+        if (n == 0) break;
+        for (unsigned i = 0; i < n; ++i) handle_cqe(cqes[i]);
+        io_uring_cq_advance(&ring_, n);
+        if (pending_recycles_ > 0) {
+            io_uring_buf_ring_advance(buf_ring_, static_cast<int>(pending_recycles_));
+            pending_recycles_ = 0;
+        }
+        if (n < 64) break;
+    }
+    if (want_receive_ && recv_state_ == RecvState::idle) arm_receive();
+    if (!wake_armed_) arm_wake();
+}
+
+void UringBackend::handle_cqe(const io_uring_cqe* cqe) noexcept {
+    const std::uint64_t tag = cqe->user_data;
+    if (tag == kRecvTag) {
+        handle_recv(cqe);
+    } else if (tag == kWakeTag) {
+        std::uint64_t v;
+        [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
+        if (!(cqe->flags & IORING_CQE_F_MORE)) wake_armed_ = false;
+    } else if (tag == kCancelTag) {
+        // result of the cancel request itself; the multishot's final CQE carries the state change
+    } else {
+        shard_.on_send_complete(reinterpret_cast<SendOp*>(static_cast<std::uintptr_t>(tag)), cqe->res);
+    }
+}
+
+void UringBackend::handle_recv(const io_uring_cqe* cqe) noexcept {
+    const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (!more) recv_state_ = RecvState::idle;  // re-armed at the end of poll() if still wanted
+    if (cqe->res < 0) {
+        if (cqe->res == -ENOBUFS) ServerStatsCounters::add(stats_->enobufs);
+        return;
+    }
+    if (!(cqe->flags & IORING_CQE_F_BUFFER)) return;
+    const unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    std::byte* buf = buffers_ + bid * buffer_size_;
+    io_uring_recvmsg_out* out = io_uring_recvmsg_validate(buf, cqe->res, &recv_msg_);
+    if (out != nullptr) {
+        RecvDatagram d;
+        d.name = io_uring_recvmsg_name(out);
+        d.name_length = out->namelen > recv_msg_.msg_namelen ? recv_msg_.msg_namelen : out->namelen;
+        auto* payload = static_cast<const std::byte*>(io_uring_recvmsg_payload(out, &recv_msg_));
+        const unsigned length = io_uring_recvmsg_payload_length(out, cqe->res, &recv_msg_);
+        d.real_length = out->payloadlen;
+        d.truncated = (out->flags & MSG_TRUNC) != 0;
+        d.control_truncated = (out->flags & MSG_CTRUNC) != 0;
+        d.payload = {payload, length};
+        if (out->controllen > 0) {
+            msghdr view = recv_msg_;
+            view.msg_control = reinterpret_cast<std::byte*>(out + 1) + recv_msg_.msg_namelen;
+            view.msg_controllen = out->controllen;
+            decode_control(view, d);
+        }
+        shard_.on_datagram(d);
+    }
+    recycle_buffer(bid);
+}
+
+}  // namespace unixgram::detail

@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: MIT
+// Shard: the loop turn, the ready queue, timers, waits and the send-op pool.
+#include "runtime/shard.hpp"
+
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+
+#include "server/server_core.hpp"
+#include "unixgram/errors.hpp"
+
+namespace unixgram::detail {
+
+namespace {
+thread_local Shard* tls_shard = nullptr;
+thread_local ExecContext* tls_context = nullptr;
+thread_local std::uint64_t tls_scope_ids = 0;
+
+constexpr std::size_t kMaxFreeOps = 1024;
+constexpr auto kFirstRetry = std::chrono::microseconds(50);
+constexpr auto kMaxRetry = std::chrono::milliseconds(10);
+
+/// Which deadline a wait reached at `now`: its own, or the innermost expired with_timeout scope.
+void classify_expiry(Waiter& w, Clock::time_point now) noexcept {
+    if (w.own_deadline <= now) {
+        w.status = w.deadline_is_success ? WaitStatus::ok : WaitStatus::timed_out;
+        return;
+    }
+    w.status = WaitStatus::scope_expired;
+    for (std::size_t i = 0; i < w.ctx->scope_count; ++i) {
+        if (w.ctx->scopes[i].deadline <= now) {
+            w.expired_scope = w.ctx->scopes[i].id;
+            return;
+        }
+    }
+}
+
+void waiter_timer_fire(TimerNode* n) noexcept {
+    auto* w = static_cast<Waiter*>(n->owner);
+    if (w->status != WaitStatus::pending) return;
+    if (w->detach != nullptr) w->detach(w);
+    classify_expiry(*w, Clock::now());
+    if (w->ctx->waiting == w) w->ctx->waiting = nullptr;
+    w->ctx->shard->schedule(w->handle, w->ctx);
+}
+}  // namespace
+
+// ---- context and waits -------------------------------------------------------------------------
+
+ExecContext* current_context() noexcept { return tls_context; }
+
+ExecContext& require_context(const char* what) {
+    if (tls_context == nullptr)
+        throw std::logic_error(std::string(what) +
+                               " can only be used on a unixgram server's loop (in a handler, service_init or a "
+                               "background task)");
+    return *tls_context;
+}
+
+bool prepare_wait(Waiter& w, const char* what, Clock::time_point own_deadline) {
+    ExecContext& ctx = require_context(what);
+    w.ctx = &ctx;
+    w.own_deadline = own_deadline;
+    w.status = WaitStatus::pending;
+    if (ctx.cancelled) {
+        w.status = WaitStatus::cancelled;
+        return false;
+    }
+    Clock::time_point effective = own_deadline;
+    for (std::size_t i = 0; i < ctx.scope_count; ++i)
+        if (ctx.scopes[i].deadline < effective) effective = ctx.scopes[i].deadline;
+    if (effective != Clock::time_point::max()) {
+        const auto now = Clock::now();
+        if (effective <= now) {
+            classify_expiry(w, now);
+            return false;
+        }
+        w.timer.owner = &w;
+        w.timer.fire = &waiter_timer_fire;
+        ctx.shard->timers().arm(&w.timer, effective);
+    }
+    ctx.waiting = &w;
+    return true;
+}
+
+void complete_wait(Waiter& w, WaitStatus status) noexcept {
+    if (w.status != WaitStatus::pending) return;
+    w.ctx->shard->timers().cancel(&w.timer);
+    if (w.ctx->waiting == &w) w.ctx->waiting = nullptr;
+    w.status = status;
+    w.ctx->shard->schedule(w.handle, w.ctx);
+}
+
+void rethrow_wait_status(const Waiter& w) {
+    switch (w.status) {
+        case WaitStatus::ok:
+        case WaitStatus::pending: return;
+        case WaitStatus::timed_out: throw TimeoutError("Timed out waiting for the next datagram");
+        case WaitStatus::cancelled: throw Cancelled();
+        case WaitStatus::scope_expired: throw ScopeExpired{w.expired_scope};
+    }
+}
+
+void arm_sleep(Waiter&) noexcept {
+    // prepare_wait() armed the timer at the sleep's own deadline; reaching it completes the sleep.
+}
+
+std::uint64_t push_deadline_scope(Clock::duration d) {
+    ExecContext& ctx = require_context("unixgram::with_timeout()");
+    if (ctx.scope_count == ExecContext::kMaxScopes)
+        throw std::logic_error("unixgram::with_timeout(): more than 16 nested timeouts");
+    const std::uint64_t id = ++tls_scope_ids;
+    ctx.scopes[ctx.scope_count++] = DeadlineScope{Clock::now() + d, id};
+    return id;
+}
+
+void pop_deadline_scope(std::uint64_t id) noexcept {
+    ExecContext* ctx = tls_context;
+    if (ctx == nullptr) return;
+    for (std::size_t i = ctx->scope_count; i-- > 0;) {
+        if (ctx->scopes[i].id == id) {
+            for (std::size_t k = i + 1; k < ctx->scope_count; ++k) ctx->scopes[k - 1] = ctx->scopes[k];
+            --ctx->scope_count;
+            return;
+        }
+    }
+}
+
+/// Cancels a context: its current wait ends with Cancelled and every later wait fails at once.
+void cancel_context(ExecContext& ctx) noexcept {
+    ctx.cancelled = true;
+    if (Waiter* w = ctx.waiting; w != nullptr) {
+        if (w->detach != nullptr) w->detach(w);
+        complete_wait(*w, WaitStatus::cancelled);
+    }
+}
+
+// ---- shard --------------------------------------------------------------------------------------
+
+Shard* Shard::current() noexcept { return tls_shard; }
+
+Shard::Shard(ServerCore& core, int socket_fd, const BackendConfig& config)
+    : core_(core), backend_(*this, socket_fd, config) {
+    previous_current_ = tls_shard;
+    tls_shard = this;
+    ready_.reserve(256);
+    running_.reserve(256);
+}
+
+Shard::~Shard() { tls_shard = previous_current_; }
+
+Shard::OpPool::~OpPool() {
+    while (head != nullptr) {
+        SendOp* next = head->next_free;
+        delete head;
+        head = next;
+    }
+}
+
+void Shard::schedule(std::coroutine_handle<> h, ExecContext* ctx) { ready_.push_back({h, ctx}); }
+
+void Shard::defer(void (*fn)(void*), void* arg) { deferred_.push_back({fn, arg}); }
+
+void Shard::resume_now(std::coroutine_handle<> h, ExecContext* ctx) noexcept {
+    ExecContext* saved = tls_context;
+    tls_context = ctx;
+    h.resume();
+    tls_context = saved;
+}
+
+void Shard::run_ready() noexcept {
+    while (!ready_.empty() || !deferred_.empty()) {
+        running_.swap(ready_);
+        for (auto& item : running_) resume_now(item.handle, item.ctx);
+        running_.clear();
+        deferred_running_.swap(deferred_);
+        for (auto& d : deferred_running_) d.fn(d.arg);
+        deferred_running_.clear();
+    }
+}
+
+void Shard::fire_timers() noexcept {
+    const auto now = Clock::now();
+    while (TimerNode* n = timers_.pop_expired(now)) n->fire(n);
+}
+
+void Shard::run_once(bool may_block) {
+    // Wait first, run second: the caller checks its exit condition right after the work ran.
+    const bool block = may_block && !has_ready_work();
+    const auto deadline = timers_.empty() ? Clock::time_point::max() : timers_.top()->deadline;
+    backend_.poll(block, deadline);
+    fire_timers();
+    run_ready();
+}
+
+// ---- sends ----------------------------------------------------------------------------------------
+
+SendOp* Shard::acquire_op() {
+    if (pool_.head != nullptr) {
+        SendOp* op = pool_.head;
+        pool_.head = op->next_free;
+        --pool_.count;
+        op->next_free = nullptr;
+        return op;
+    }
+    auto* op = new SendOp();
+    op->retry_timer.owner = op;
+    op->retry_timer.fire = &Shard::retry_fire;
+    return op;
+}
+
+void Shard::release_op(SendOp* op) noexcept {
+    timers_.cancel(&op->retry_timer);
+    op->waiter = nullptr;
+    op->attempts = 0;
+    op->in_kernel = false;
+    if (pool_.count >= kMaxFreeOps) {
+        delete op;
+        return;
+    }
+    op->buffer.clear();
+    op->next_free = pool_.head;
+    pool_.head = op;
+    ++pool_.count;
+}
+
+void Shard::submit_send(SendOp* op) noexcept {
+    op->in_kernel = true;
+    ++ops_in_kernel_;
+    backend_.submit_send(op);
+}
+
+void Shard::retry_fire(TimerNode* n) noexcept {
+    auto* op = static_cast<SendOp*>(n->owner);
+    Shard* shard = tls_shard;
+    shard->submit_send(op);
+}
+
+void Shard::on_send_complete(SendOp* op, int result) noexcept {
+    op->in_kernel = false;
+    --ops_in_kernel_;
+    auto& stats = core_.stats;
+    if (result == -EAGAIN || result == -ENOBUFS) {
+        ServerStatsCounters::add(stats.send_retries);
+        if (op->waiter == nullptr) {
+            ServerStatsCounters::add(stats.sends_abandoned);
+            release_op(op);
+            return;
+        }
+        const auto now = Clock::now();
+        if (now >= op->deadline) {
+            result = -ETIMEDOUT;
+        } else {
+            // The peer's queue is full: back off (50 µs doubling to 10 ms), bounded by send_timeout.
+            auto delay = kFirstRetry * (1u << std::min(op->attempts, 8u));
+            if (delay > kMaxRetry) delay = kMaxRetry;
+            ++op->attempts;
+            timers_.arm(&op->retry_timer, std::min(now + delay, op->deadline));
+            return;
+        }
+    }
+    if (result >= 0) {
+        ServerStatsCounters::add(stats.datagrams_sent);
+        ServerStatsCounters::add(stats.bytes_sent, static_cast<std::uint64_t>(result));
+    } else if (result == -ETIMEDOUT) {
+        ServerStatsCounters::add(stats.send_timeouts);
+    } else {
+        ServerStatsCounters::add(stats.send_errors);
+    }
+    if (SendWait* w = op->waiter; w != nullptr) {
+        w->result = result;
+        complete_wait(w->waiter, WaitStatus::ok);
+    } else if (result < 0) {
+        ServerStatsCounters::add(stats.sends_abandoned);
+    }
+    release_op(op);
+}
+
+void Shard::on_datagram(RecvDatagram& d) noexcept { core_.on_datagram(d); }
+
+}  // namespace unixgram::detail

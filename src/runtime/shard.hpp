@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: MIT
+// Shard: one loop thread — ready queue, timers, send-op pool and one backend instance.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <vector>
+
+#include "io/backend.hpp"
+#include "io/datagram.hpp"
+#include "runtime/timer_heap.hpp"
+#include "unixgram/detail/engine.hpp"
+
+namespace unixgram::detail {
+
+struct ServerCore;
+
+class Shard {
+public:
+    /// Creates the backend on the calling thread, which becomes the loop thread.
+    Shard(ServerCore& core, int socket_fd, const BackendConfig& config);
+    ~Shard();
+    Shard(const Shard&) = delete;
+    Shard& operator=(const Shard&) = delete;
+
+    /// One loop turn: flushes sends and waits for I/O (blocking only when `may_block` and nothing
+    /// is ready), then runs expired timers and ready coroutines.
+    void run_once(bool may_block);
+
+    /// Queues `h` to run on this loop in context `ctx`.
+    void schedule(std::coroutine_handle<> h, ExecContext* ctx);
+    /// Runs `fn(arg)` at the next turn (restarts of sessions, deferred cleanup).
+    void defer(void (*fn)(void*), void* arg);
+    /// Resumes `h` now, in context `ctx`.
+    void resume_now(std::coroutine_handle<> h, ExecContext* ctx) noexcept;
+    bool has_ready_work() const noexcept { return !ready_.empty() || !deferred_.empty(); }
+
+    TimerHeap& timers() noexcept { return timers_; }
+
+    SendOp* acquire_op();
+    void release_op(SendOp* op) noexcept;
+    void submit_send(SendOp* op) noexcept;
+    std::size_t ops_in_kernel() const noexcept { return ops_in_kernel_; }
+
+    Backend& backend() noexcept { return backend_; }
+    /// Thread-safe: interrupts a blocking wait.
+    void wake() noexcept { backend_.wake(); }
+
+    // Called by the backend.
+    void on_datagram(RecvDatagram& d) noexcept;
+    void on_send_complete(SendOp* op, int result) noexcept;
+
+    ServerCore& core() noexcept { return core_; }
+
+    /// The shard of the calling thread, or nullptr.
+    static Shard* current() noexcept;
+
+private:
+    struct ReadyItem {
+        std::coroutine_handle<> handle;
+        ExecContext* ctx;
+    };
+    struct Deferred {
+        void (*fn)(void*);
+        void* arg;
+    };
+    void run_ready() noexcept;
+    void fire_timers() noexcept;
+    static void retry_fire(TimerNode* n) noexcept;
+
+    ServerCore& core_;
+    std::vector<ReadyItem> ready_, running_;
+    std::vector<Deferred> deferred_, deferred_running_;
+    TimerHeap timers_;
+    /// Recycled send ops; destroyed after the backend, whose teardown may still return ops.
+    struct OpPool {
+        SendOp* head = nullptr;
+        std::size_t count = 0;
+        ~OpPool();
+    } pool_;
+    std::size_t ops_in_kernel_ = 0;
+    Shard* previous_current_ = nullptr;
+    Backend backend_;  // last: its teardown may still call back into the members above
+};
+
+}  // namespace unixgram::detail

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: MIT
+// ClientState and QueuedDatagram: what the server keeps per sender address.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "io/datagram.hpp"
+#include "unixgram/address.hpp"
+#include "unixgram/detail/engine.hpp"
+#include "unixgram/server.hpp"
+
+namespace unixgram::detail {
+
+struct ServerCore;
+
+/// A datagram copied out of the receive buffer because its client's session was busy. One
+/// allocation holds the header, the fds and the payload.
+struct QueuedDatagram {
+    QueuedDatagram* next = nullptr;
+    std::uint32_t size = 0;
+    std::uint32_t fd_count = 0;
+    bool has_credentials = false;
+    bool control_truncated = false;
+    struct ucred credentials {};
+
+    int* fds() noexcept { return reinterpret_cast<int*>(this + 1); }
+    std::byte* payload() noexcept { return reinterpret_cast<std::byte*>(fds() + fd_count); }
+
+    static QueuedDatagram* copy_of(const RecvDatagram& d);
+    static void destroy(QueuedDatagram* q) noexcept;
+};
+
+/// Per-client state. Hot fields first: dispatch touches them for every datagram.
+struct ClientState {
+    SessionPromiseBase* session = nullptr;  ///< the active handle() coroutine, if any
+    RecvWait* recv_waiter = nullptr;        ///< the session's co_yield waiting for a datagram
+    RecvDatagram* inline_datagram = nullptr;  ///< being dispatched now, parsed straight from the ring
+    QueuedDatagram* held = nullptr;         ///< popped for a session not yet at its first co_yield
+    QueuedDatagram* head = nullptr;
+    QueuedDatagram* tail = nullptr;
+    std::size_t queued_count = 0;
+    std::size_t queued_bytes = 0;
+    unsigned refs = 0;                      ///< Client copies held by user code
+    bool restart_scheduled = false;
+    bool orphaned = false;                  ///< outlived its run (held by user code): closed
+
+    // cold
+    ServerCore* core = nullptr;
+    UnixAddress address;
+    ClientState* idle_prev = nullptr;       ///< idle LRU links (no session, no queue, no refs)
+    ClientState* idle_next = nullptr;
+    bool in_idle = false;
+    alignas(void*) unsigned char client_storage[kClientStorageSize];
+};
+
+/// Intrusive LRU list of idle clients, oldest first.
+class IdleList {
+public:
+    std::size_t size() const noexcept { return size_; }
+    void push_back(ClientState* c) noexcept {
+        c->idle_prev = tail_;
+        c->idle_next = nullptr;
+        (tail_ != nullptr ? tail_->idle_next : head_) = c;
+        tail_ = c;
+        c->in_idle = true;
+        ++size_;
+    }
+    void remove(ClientState* c) noexcept {
+        if (!c->in_idle) return;
+        (c->idle_prev != nullptr ? c->idle_prev->idle_next : head_) = c->idle_next;
+        (c->idle_next != nullptr ? c->idle_next->idle_prev : tail_) = c->idle_prev;
+        c->idle_prev = c->idle_next = nullptr;
+        c->in_idle = false;
+        --size_;
+    }
+    ClientState* front() const noexcept { return head_; }
+
+private:
+    ClientState* head_ = nullptr;
+    ClientState* tail_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+}  // namespace unixgram::detail

@@ -1,0 +1,539 @@
+// SPDX-License-Identifier: MIT
+// The per-client state machine: dispatch of datagrams, sessions, co_yield and send_packet.
+#include <cxxabi.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <system_error>
+#include <typeinfo>
+
+#include "runtime/shard.hpp"
+#include "server/server_core.hpp"
+#include "unixgram/ancillary.hpp"
+#include "unixgram/errors.hpp"
+
+namespace unixgram::detail {
+
+void cancel_context(ExecContext& ctx) noexcept;  // runtime/shard.cpp
+
+namespace {
+
+std::string type_name(const std::type_info& t) {
+    int status = 0;
+    char* name = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
+    std::string out = (status == 0 && name != nullptr) ? name : t.name();
+    std::free(name);
+    return out;
+}
+
+/// "type: what (caused by type: what)" for an exception and the ones it nests.
+std::string describe(std::exception_ptr e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        std::string out = type_name(typeid(ex)) + ": " + ex.what();
+        try {
+            std::rethrow_if_nested(ex);
+        } catch (...) {
+            out += " (caused by " + describe(std::current_exception()) + ")";
+        }
+        return out;
+    } catch (...) {
+        return "unknown exception";
+    }
+}
+
+void detach_recv(Waiter* w) noexcept {
+    auto* c = static_cast<ClientState*>(w->target);
+    if (c != nullptr && c->recv_waiter != nullptr && &c->recv_waiter->waiter == w) c->recv_waiter = nullptr;
+}
+
+void detach_send(Waiter* w) noexcept {
+    auto* op = static_cast<SendOp*>(w->target);
+    Shard* shard = w->ctx->shard;
+    if (op->in_kernel) {
+        op->waiter = nullptr;  // released when the kernel completes it
+    } else {
+        ServerStatsCounters::add(shard->core().stats.sends_abandoned);
+        shard->release_op(op);  // waiting for a retry: drop it now
+    }
+}
+
+}  // namespace
+
+// ---- queued datagrams ---------------------------------------------------------------------------
+
+QueuedDatagram* QueuedDatagram::copy_of(const RecvDatagram& d) {
+    const std::size_t bytes = sizeof(QueuedDatagram) + d.fd_count * sizeof(int) + d.payload.size();
+    void* mem = ::operator new(bytes);
+    auto* q = ::new (mem) QueuedDatagram();
+    q->size = static_cast<std::uint32_t>(d.payload.size());
+    q->fd_count = d.fd_count;
+    q->has_credentials = d.has_credentials;
+    q->control_truncated = d.control_truncated;
+    q->credentials = d.credentials;
+    if (d.fd_count > 0) std::memcpy(q->fds(), d.fds, d.fd_count * sizeof(int));
+    if (!d.payload.empty()) std::memcpy(q->payload(), d.payload.data(), d.payload.size());
+    return q;
+}
+
+void QueuedDatagram::destroy(QueuedDatagram* q) noexcept {
+    q->~QueuedDatagram();
+    ::operator delete(q);
+}
+
+void ServerCore::close_fds(int* fds, std::uint32_t count) noexcept {
+    for (std::uint32_t i = 0; i < count; ++i) ::close(fds[i]);
+    if (count > 0) ServerStatsCounters::add(stats.fds_closed, count);
+}
+
+void ServerCore::release_queued(QueuedDatagram* q) noexcept {
+    close_fds(q->fds(), q->fd_count);
+    QueuedDatagram::destroy(q);
+}
+
+// ---- dispatch -----------------------------------------------------------------------------------
+
+ClientState* ServerCore::find_or_create(const UnixAddress& address) {
+    if (auto it = clients.find(address); it != clients.end()) {
+        idle.remove(it->second);
+        return it->second;
+    }
+    auto* c = new ClientState();
+    c->core = this;
+    c->address = address;
+    clients.emplace(address, c);
+    return c;
+}
+
+void ServerCore::on_datagram(RecvDatagram& d) noexcept {
+    ServerStatsCounters::add(stats.datagrams_received);
+    ServerStatsCounters::add(stats.bytes_received, d.real_length);
+    if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
+    const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
+    if (d.truncated) {
+        ServerStatsCounters::add(stats.dropped_truncated);
+        truncated_log.log(*log, spdlog::level::warn,
+                          "Dropped a datagram of {} bytes from {}: larger than max_datagram_size ({})", d.real_length,
+                          sender.to_string(), options.max_datagram_size);
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    if (sender.is_unnamed() && options.unnamed_addresses != UnnamedAddresses::handle) {
+        ServerStatsCounters::add(stats.dropped_unnamed);
+        const auto level =
+            options.unnamed_addresses == UnnamedAddresses::warn ? spdlog::level::warn : spdlog::level::debug;
+        unnamed_log.log(*log, level, "A datagram received from an unbound UNIX datagram socket has been dropped.");
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    ClientState* c;
+    try {
+        c = find_or_create(sender);
+    } catch (const std::bad_alloc&) {
+        ServerStatsCounters::add(stats.dropped_queue_full);
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    if (c->session == nullptr && !c->restart_scheduled && c->head == nullptr && !tearing_down) {
+        // Idle client: start its session on this datagram, parsed straight from the receive buffer.
+        c->inline_datagram = &d;
+        start_session(c);
+        if (c->inline_datagram == &d) {
+            c->inline_datagram = nullptr;
+            if (c->session != nullptr) {
+                // The session suspended before its first co_yield (H5): keep the datagram for it.
+                try {
+                    c->held = QueuedDatagram::copy_of(d);
+                    total_queued_bytes += d.payload.size();
+                } catch (const std::bad_alloc&) {
+                    ServerStatsCounters::add(stats.dropped_queue_full);
+                    close_fds(d.fds, d.fd_count);
+                }
+            } else {
+                close_fds(d.fds, d.fd_count);
+            }
+        }
+        maybe_idle(c);
+        return;
+    }
+    if (c->recv_waiter != nullptr) {
+        // The session waits at a co_yield: hand the datagram over now, without a copy.
+        RecvWait* w = c->recv_waiter;
+        c->recv_waiter = nullptr;
+        w->has_datagram = true;
+        shard->timers().cancel(&w->waiter.timer);
+        if (w->waiter.ctx->waiting == &w->waiter) w->waiter.ctx->waiting = nullptr;
+        w->waiter.status = WaitStatus::ok;
+        c->inline_datagram = &d;
+        shard->resume_now(w->waiter.handle, w->waiter.ctx);
+        if (c->inline_datagram == &d) {  // cannot happen: await_resume consumes it at once
+            c->inline_datagram = nullptr;
+            enqueue(c, d);
+        }
+        return;
+    }
+    enqueue(c, d);
+}
+
+void ServerCore::enqueue(ClientState* c, RecvDatagram& d) noexcept {
+    if (c->queued_count >= options.max_queued_datagrams || c->queued_bytes + d.payload.size() > options.max_queued_bytes) {
+        ServerStatsCounters::add(stats.dropped_queue_full);
+        queue_full_log.log(*log, spdlog::level::warn,
+                           "Dropped a datagram from {}: its queue is full ({} datagrams, {} bytes)",
+                           c->address.to_string(), c->queued_count, c->queued_bytes);
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    QueuedDatagram* q;
+    try {
+        q = QueuedDatagram::copy_of(d);
+    } catch (const std::bad_alloc&) {
+        ServerStatsCounters::add(stats.dropped_queue_full);
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    (c->tail != nullptr ? c->tail->next : c->head) = q;
+    c->tail = q;
+    ++c->queued_count;
+    c->queued_bytes += q->size;
+    total_queued_bytes += q->size;
+    update_receive_pause();
+    if (c->session == nullptr && !c->restart_scheduled && !tearing_down) {
+        c->restart_scheduled = true;
+        shard->defer(&ServerCore::restart_client, c);
+    }
+}
+
+void ServerCore::update_receive_pause() noexcept {
+    if (!receive_paused && total_queued_bytes > options.max_total_queued_bytes) {
+        // Kernel backpressure: senders wait (or get EAGAIN) instead of anything being dropped.
+        receive_paused = true;
+        ServerStatsCounters::add(stats.receive_pauses);
+        shard->backend().stop_receiving();
+    } else if (receive_paused && total_queued_bytes <= options.max_total_queued_bytes / 2) {
+        receive_paused = false;
+        if (serving.load(std::memory_order_relaxed)) shard->backend().start_receiving();
+    }
+}
+
+QueuedDatagram* pop_front(ClientState* c) noexcept {
+    QueuedDatagram* q = c->head;
+    c->head = q->next;
+    if (c->head == nullptr) c->tail = nullptr;
+    q->next = nullptr;
+    --c->queued_count;
+    c->queued_bytes -= q->size;
+    return q;
+}
+
+void ServerCore::restart_client(void* arg) {
+    auto* c = static_cast<ClientState*>(arg);
+    ServerCore* core = c->core;
+    c->restart_scheduled = false;
+    if (c->session != nullptr || c->head == nullptr || core->tearing_down) {
+        core->maybe_idle(c);
+        return;
+    }
+    c->held = pop_front(c);  // H12: a new session consumes the oldest queued datagram
+    core->start_session(c);
+    core->maybe_idle(c);
+}
+
+void ServerCore::start_session(ClientState* c) noexcept {
+    SessionPromiseBase* p = nullptr;
+    try {
+        p = hooks.create_session(hooks.self, c);
+    } catch (...) {
+        ServerStatsCounters::add(stats.handler_errors);
+        log_handler_exception(c, std::current_exception());
+    }
+    if (p == nullptr) {
+        if (c->held != nullptr) {
+            total_queued_bytes -= c->held->size;
+            release_queued(std::exchange(c->held, nullptr));
+        }
+        return;
+    }
+    p->client = c;
+    p->ctx.shard = shard;
+    p->ctx.vars = default_vars;
+    c->session = p;
+    ++live_sessions;
+    ServerStatsCounters::add(stats.sessions_started);
+    shard->resume_now(p->self, &p->ctx);
+}
+
+void ServerCore::maybe_idle(ClientState* c) noexcept {
+    if (c->session != nullptr || c->restart_scheduled || c->head != nullptr || c->held != nullptr || c->refs > 0 ||
+        c->in_idle)
+        return;
+    if (c->orphaned) {
+        delete c;
+        return;
+    }
+    if (tearing_down) return;  // teardown_clients() frees everything
+    idle.push_back(c);
+    while (idle.size() > options.idle_client_cache) destroy_client(idle.front());
+}
+
+void ServerCore::destroy_client(ClientState* c) noexcept {
+    idle.remove(c);
+    clients.erase(c->address);
+    delete c;
+}
+
+void ServerCore::log_handler_exception(const ClientState* c, std::exception_ptr error) noexcept {
+    const std::string address = c != nullptr ? c->address.to_string() : "<unknown>";
+    try {
+        std::rethrow_exception(error);
+    } catch (const Cancelled&) {
+        return;  // the server cancelled it: not an error
+    } catch (const ClientClosedError&) {
+        log->warn("There have been attempts to do operation on closed client {}", address);
+        return;
+    } catch (...) {
+    }
+    try {
+        const std::string what = describe(error);
+        log->error("----------------------------------------");
+        log->error("Exception occurred during processing of request from {}: {}", address, what);
+        log->error("----------------------------------------");
+    } catch (...) {
+    }
+}
+
+void session_finished(SessionPromiseBase& p) noexcept {
+    ClientState* c = p.client;
+    ServerCore* core = c->core;
+    if (p.error) {
+        bool counted = true;
+        try {
+            std::rethrow_exception(p.error);
+        } catch (const Cancelled&) {
+            counted = false;
+        } catch (...) {
+        }
+        if (counted) ServerStatsCounters::add(core->stats.handler_errors);
+        core->log_handler_exception(c, p.error);
+    }
+    if (!p.started_yielding) {
+        // Returned (or failed) before its first co_yield: the datagram that started it is dropped (H6).
+        ServerStatsCounters::add(core->stats.dropped_unconsumed);
+        if (c->inline_datagram != nullptr) {
+            core->close_fds(c->inline_datagram->fds, c->inline_datagram->fd_count);
+            c->inline_datagram->fd_count = 0;
+            c->inline_datagram = nullptr;
+        }
+        if (c->held != nullptr) {
+            core->total_queued_bytes -= c->held->size;
+            core->release_queued(std::exchange(c->held, nullptr));
+        }
+    }
+    c->recv_waiter = nullptr;
+    c->session = nullptr;
+    --core->live_sessions;
+    p.self.destroy();
+    if (c->head != nullptr && !core->tearing_down && !c->restart_scheduled) {
+        c->restart_scheduled = true;
+        core->shard->defer(&ServerCore::restart_client, c);
+    } else {
+        core->maybe_idle(c);
+    }
+}
+
+// ---- co_yield ------------------------------------------------------------------------------------
+
+bool recv_ready(SessionPromiseBase& p, RecvWait& w) noexcept {
+    if (p.ctx.cancelled) {
+        w.waiter.status = WaitStatus::cancelled;
+        return true;
+    }
+    ClientState* c = p.client;
+    if (!p.started_yielding) {
+        p.started_yielding = true;  // its datagram is inline or held (H5)
+        w.has_datagram = true;
+        return true;
+    }
+    if (c->inline_datagram != nullptr || c->head != nullptr) {
+        w.has_datagram = true;
+        return true;
+    }
+    if (w.deadline <= Clock::now()) {
+        w.waiter.status = WaitStatus::timed_out;
+        return true;
+    }
+    return false;
+}
+
+bool recv_suspend(SessionPromiseBase& p, RecvWait& w, std::coroutine_handle<> h) noexcept {
+    w.waiter.handle = h;
+    w.waiter.detach = &detach_recv;
+    w.waiter.target = p.client;
+    if (!prepare_wait(w.waiter, "co_yield unixgram::recv()", w.deadline)) return false;
+    p.client->recv_waiter = &w;
+    return true;
+}
+
+bool ancillary_enabled(const SessionPromiseBase& p) noexcept { return p.client->core->options.receive_ancillary_data; }
+
+void recv_discard_first(SessionPromiseBase& p) noexcept {
+    if (p.started_yielding) return;  // later co_yield: nothing was consumed (H10)
+    p.started_yielding = true;
+    ClientState* c = p.client;
+    ServerCore* core = c->core;
+    ServerStatsCounters::add(core->stats.dropped_unconsumed);
+    if (c->inline_datagram != nullptr) {
+        core->close_fds(c->inline_datagram->fds, c->inline_datagram->fd_count);
+        c->inline_datagram->fd_count = 0;
+        c->inline_datagram = nullptr;
+    } else if (c->held != nullptr) {
+        core->total_queued_bytes -= c->held->size;
+        core->release_queued(std::exchange(c->held, nullptr));
+    }
+}
+
+void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
+    ClientState* c = p.client;
+    ServerCore* core = c->core;
+    std::span<const std::byte> payload;
+    int* fds;
+    std::uint32_t fd_count;
+    bool has_credentials, control_truncated;
+    struct ucred credentials;
+    QueuedDatagram* owned = nullptr;
+    if (RecvDatagram* d = c->inline_datagram; d != nullptr) {
+        c->inline_datagram = nullptr;
+        payload = d->payload;
+        fds = d->fds;
+        fd_count = std::exchange(d->fd_count, 0u);
+        has_credentials = d->has_credentials;
+        credentials = d->credentials;
+        control_truncated = d->control_truncated;
+    } else {
+        owned = c->held != nullptr ? std::exchange(c->held, nullptr) : pop_front(c);
+        core->total_queued_bytes -= owned->size;
+        payload = {owned->payload(), owned->size};
+        fds = owned->fds();
+        fd_count = std::exchange(owned->fd_count, 0u);
+        has_credentials = owned->has_credentials;
+        credentials = owned->credentials;
+        control_truncated = owned->control_truncated;
+        if (core->receive_paused) core->update_receive_pause();
+    }
+    struct Free {
+        QueuedDatagram* q;
+        ~Free() {
+            if (q != nullptr) QueuedDatagram::destroy(q);
+        }
+    } free_on_exit{owned};
+
+    if (claim != nullptr) {
+        claim->clear();
+        try {
+            claim->fds.reserve(fd_count);
+        } catch (...) {
+            core->close_fds(fds, fd_count);
+            throw;
+        }
+        for (std::uint32_t i = 0; i < fd_count; ++i) claim->fds.emplace_back(fds[i]);
+        if (has_credentials) claim->credentials = Credentials{credentials.pid, credentials.uid, credentials.gid};
+        claim->truncated = control_truncated;
+    } else {
+        core->close_fds(fds, fd_count);  // unclaimed fds are closed (A6)
+    }
+    try {
+        p.parse(out, core->hooks.protocol, payload);
+    } catch (const ParseError&) {
+        ServerStatsCounters::add(core->stats.parse_errors);
+        throw;
+    } catch (...) {
+        std::throw_with_nested(std::runtime_error("protocol.build_packet() crashed"));
+    }
+}
+
+// ---- clients --------------------------------------------------------------------------------------
+
+void client_ref(ClientState* c) noexcept { ++c->refs; }
+
+void client_unref(ClientState* c) noexcept {
+    if (--c->refs == 0) c->core->maybe_idle(c);
+}
+
+bool client_is_closing(const ClientState* c) noexcept {
+    return c->orphaned || c->core->tearing_down || !c->core->service_available.load(std::memory_order_relaxed);
+}
+
+const UnixAddress& client_address(const ClientState* c) noexcept { return c->address; }
+const UnixAddress& client_local_name(const ClientState* c) noexcept { return c->core->bound; }
+int client_socket_fd(const ClientState* c) noexcept { return c->core->fd; }
+const void* client_server(const ClientState* c) noexcept { return c->core; }
+void* client_storage(ClientState* c) noexcept { return c->client_storage; }
+
+// ---- send_packet ------------------------------------------------------------------------------------
+
+SendOp* send_acquire(ClientState* c) {
+    if (client_is_closing(c) || c->core->shard == nullptr) throw ClientClosedError();
+    SendOp* op = c->core->shard->acquire_op();
+    std::memcpy(&op->dest, &c->address.raw(), sizeof(op->dest));
+    op->dest_length = c->address.length();
+    return op;
+}
+
+void send_prepare(SendOp* op, const void* response) {
+    ServerCore& core = Shard::current()->core();
+    try {
+        core.hooks.make_datagram(core.hooks.protocol, response, op->buffer);
+    } catch (...) {
+        Shard::current()->release_op(op);
+        std::throw_with_nested(std::runtime_error("protocol.make_datagram() crashed"));
+    }
+    if (op->dest_length <= sizeof(sa_family_t)) {
+        Shard::current()->release_op(op);
+        throw std::system_error(EINVAL, std::generic_category(), "Cannot send a datagram to an unnamed address.");
+    }
+}
+
+void send_release(SendOp* op) noexcept {
+    if (Shard* s = Shard::current(); s != nullptr) s->release_op(op);
+}
+
+bool send_submit(SendWait& w, std::coroutine_handle<> h) noexcept {
+    SendOp* op = w.op;
+    w.waiter.handle = h;
+    w.waiter.detach = &detach_send;
+    w.waiter.target = op;
+    bool suspend;
+    try {
+        suspend = prepare_wait(w.waiter, "Client::send_packet()");
+    } catch (...) {
+        suspend = false;
+        w.waiter.status = WaitStatus::cancelled;
+    }
+    w.op = nullptr;  // from here on the shard owns it
+    Shard* shard = Shard::current();
+    if (!suspend) {
+        shard->release_op(op);
+        return false;
+    }
+    op->waiter = &w;
+    op->deadline = Clock::now() + shard->core().options.send_timeout;
+    shard->submit_send(op);
+    return true;
+}
+
+void send_finish(SendWait& w) {
+    rethrow_wait_status(w.waiter);
+    if (w.result >= 0) return;
+    if (w.result == -ETIMEDOUT) {
+        throw TimeoutError("reply refused for longer than send_timeout: the peer's receive queue stayed full");
+    }
+    throw std::system_error(-w.result, std::generic_category(), "cannot send the reply");
+}
+
+}  // namespace unixgram::detail
