@@ -67,7 +67,7 @@ EpollBackend::~EpollBackend() {
 
 void EpollBackend::set_interest(bool readable) noexcept {
     epoll_event ev{};
-    ev.events = readable ? EPOLLIN : 0;
+    ev.events = readable ? static_cast<std::uint32_t>(EPOLLIN) : 0u;
     ev.data.u64 = kSocketTag;
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_fd_, &ev);
 }
@@ -163,7 +163,8 @@ void EpollBackend::poll(bool block, Clock::time_point deadline) noexcept {
     epoll_event events[4];
     timespec ts{0, 0};
     timespec* tsp = &ts;
-    if (block) {
+    // Completions of the sends just flushed made coroutines ready: do not sleep on them.
+    if (block && !shard_.has_ready_work()) {
         if (deadline == Clock::time_point::max()) {
             tsp = nullptr;
         } else {
