@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
     auto log = spdlog::stderr_color_mt("unixgram-echo");
     log->set_level(level);
     options.logger = log;
+    // A reader that pauses keeps its replies (in order) for up to 30 s; SIGTERM still stops at once.
+    options.send_timeout = std::chrono::seconds(30);
 
     // Block the stop signals in every thread; the main thread waits for them with sigwait.
     sigset_t stop_signals;
