@@ -189,7 +189,7 @@ std::size_t pattern_offset(std::size_t client, std::uint64_t seq) {
 
 class LoadRun {
 public:
-    LoadRun(const Options& options) : options_(options) {
+    explicit LoadRun(const Options& options) : options_(options) {
         pattern_.resize(options.size + kPatternPeriod);
         for (std::size_t i = 0; i < pattern_.size(); ++i) {
             pattern_[i] = static_cast<unsigned char>((i * 131 + 7) % kPatternPeriod);

@@ -12,7 +12,7 @@
 /// Example:
 /// \code
 ///   unixgram::Ancillary anc;
-///   std::string request = co_yield unixgram::recv({.ancillary = &anc});
+///   std::string request = co_yield unixgram::recv({.timeout = std::nullopt, .ancillary = &anc});
 ///   for (auto& fd : anc.fds) {  // owned: closed when anc goes
 ///       if (::write(fd.get(), request.data(), request.size()) < 0) break;
 ///   }

@@ -10,8 +10,19 @@
 /// Example:
 /// \code
 ///   inline unixgram::ContextVar<std::string> request_id{"none"};
-///   // in service_init:  request_id.set("init");
-///   // in handle():      request_id.set(make_id());  log(request_id.get());
+///   class Tagged : public unixgram::DatagramRequestHandler<std::string, std::string> {
+///   public:
+///       unixgram::Task<> service_init(unixgram::ExitStack&, unixgram::Server&) override {
+///           request_id.set("init");  // the value every session starts with
+///           co_return;
+///       }
+///       unixgram::Session<std::string> handle(unixgram::Client<std::string>& client) override {
+///           std::string before = request_id.get();  // "init", whatever earlier sessions set
+///           std::string request = co_yield unixgram::recv();
+///           request_id.set(request);                 // seen by this session only
+///           co_await client.send_packet(before + " -> " + request_id.get());
+///       }
+///   };
 /// \endcode
 
 #include <memory>

@@ -9,7 +9,7 @@
 ///
 /// Example:
 /// \code
-///   unixgram::Task<> service_init(unixgram::ExitStack& stack, unixgram::Server& server) override {
+///   unixgram::Task<> service_init(unixgram::ExitStack& stack, unixgram::Server&) override {
 ///       db_ = open_database();
 ///       stack.callback([this] { db_.close(); });
 ///       stack.push_async([this]() -> unixgram::Task<> { co_await flush_metrics(); });

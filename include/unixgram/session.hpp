@@ -43,7 +43,7 @@ struct RecvParams {
     /// How long a later co_yield waits for the next datagram; nullopt or +inf waits forever.
     /// Ignored at the first co_yield, whose datagram is already there. Negative or NaN throws
     /// std::invalid_argument at the co_yield.
-    std::optional<std::chrono::duration<double>> timeout;
+    std::optional<std::chrono::duration<double>> timeout = std::nullopt;
     /// Receives the fds and credentials of the datagram consumed (needs
     /// ServerOptions::receive_ancillary_data); when null they are closed by the server.
     Ancillary* ancillary = nullptr;

@@ -76,6 +76,7 @@ Task<detail::await_result_t<Awaitable>> with_timeout(std::chrono::duration<Rep, 
     try {
         if constexpr (std::is_void_v<R>) {
             co_await std::move(awaitable);
+            co_return;
         } else {
             co_return co_await std::move(awaitable);
         }

@@ -186,6 +186,7 @@ void Shard::fire_timers() noexcept {
 
 void Shard::run_once(bool may_block) {
     // Wait first, run second: the caller checks its exit condition right after the work ran.
+    backend_.flush();  // may complete sends (epoll) and arm retry timers: before reading the deadline
     const bool block = may_block && !has_ready_work();
     const auto deadline = timers_.empty() ? Clock::time_point::max() : timers_.top()->deadline;
     backend_.poll(block, deadline);

@@ -154,6 +154,15 @@ void ServerCore::serve() {
         sh.run_once(true);
     }
     default_vars = init.vars;
+    if (init_cancelled && init.error) {
+        // shutdown() during service_init: a normal end of the run, not an error (spec §1.2).
+        try {
+            std::rethrow_exception(init.error);
+        } catch (const Cancelled&) {
+            init.error = nullptr;
+        } catch (...) {
+        }
+    }
 
     if (!init.error && !stop_requested.load()) {
         service_available = true;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Contract tests for the server lifecycle: spec §1.2 and rules H15, H16, H19, H26 (real sockets).
+#include <cxxabi.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstdlib>
 #include <exception>
 #include <latch>
 #include <mutex>
@@ -44,7 +46,9 @@ public:
     const std::string& path() const { return path_; }
     CaptureSink& log() { return *sink_; }
     /// A client bound to a fresh pathname in this server's temp dir.
-    RawClient client() { return RawClient(UnixAddress::pathname(dir_.file("c" + std::to_string(++clients_) + ".sock"))); }
+    RawClient client() {
+        return RawClient(UnixAddress::pathname(dir_.file("c" + std::to_string(++clients_) + ".sock")));
+    }
 
 private:
     TempDir dir_;
@@ -84,12 +88,17 @@ private:
     std::thread thread_;
 };
 
-std::string describe(std::exception_ptr e) {
+/// "returned normally", or "threw <type>: <what>", for comparing how a run ended.
+std::string outcome(std::exception_ptr e) {
     if (!e) return "returned normally";
     try {
         std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-        return std::string("threw ") + typeid(ex).name() + ": " + ex.what();
+        int status = 0;
+        char* name = abi::__cxa_demangle(typeid(ex).name(), nullptr, nullptr, &status);
+        std::string out = std::string("threw ") + (status == 0 ? name : typeid(ex).name()) + ": " + ex.what();
+        std::free(name);
+        return out;
     } catch (...) {
         return "threw a non-std exception";
     }
@@ -152,7 +161,7 @@ TEST(LifecycleContract, ServeForeverBlocksUntilShutdownThenReturnsNormally) {
     srv.server().shutdown();
     serving.join();
     EXPECT_TRUE(serving.done());
-    EXPECT_EQ(serving.error(), nullptr) << describe(serving.error());
+    EXPECT_EQ(outcome(serving.error()), "returned normally");
     EXPECT_FALSE(srv.server().is_serving());
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::warn), 0u) << srv.log().dump();
 }
@@ -233,7 +242,7 @@ TEST(LifecycleContract, CloseFromAnotherThreadEndsServeForeverNormally) {
 
     srv.server().close();
     serving.join();
-    EXPECT_EQ(serving.error(), nullptr) << describe(serving.error());
+    EXPECT_EQ(outcome(serving.error()), "returned normally");
     EXPECT_FALSE(srv.server().is_listening());
     EXPECT_FALSE(std::filesystem::exists(srv.path()));
 }
@@ -319,7 +328,9 @@ public:
     std::atomic<bool> init_entered{false};
     std::atomic<bool> init_cancelled{false};
     std::atomic<int> handled{0};
-    Task<> service_init(ExitStack&, Server&) override {
+    std::atomic<int> cleanups{0};
+    Task<> service_init(ExitStack& stack, Server&) override {
+        stack.callback([this] { ++cleanups; });
         init_entered = true;
         try {
             co_await unixgram::sleep(10s);
@@ -353,7 +364,8 @@ TEST(LifecycleContract, ShutdownDuringServiceInitCancelsItAndServingNeverStarts)
 
     EXPECT_LT(took, 5.0) << "shutdown() must cancel service_init's sleep, not wait it out";
     EXPECT_TRUE(handler.init_cancelled.load());
-    EXPECT_EQ(serving.error(), nullptr) << "serve_forever() " << describe(serving.error());
+    EXPECT_EQ(handler.cleanups.load(), 1) << "what service_init pushed before the shutdown still runs";
+    EXPECT_EQ(outcome(serving.error()), "returned normally") << "serve_forever() after shutdown()";
     EXPECT_EQ(handler.handled.load(), 0);
     EXPECT_EQ(srv.server().stats().datagrams_received, 0u);
     EXPECT_EQ(c.recv(0ms), std::nullopt);
@@ -393,7 +405,7 @@ TEST(LifecycleContract, ShutdownLeavesTheSocketBoundAndTheServerCanServeAgain) {
         EXPECT_EQ(ask(c, address, "run 3"), "run 3");
         srv.server().shutdown();
         serving.join();
-        EXPECT_EQ(serving.error(), nullptr) << describe(serving.error());
+        EXPECT_EQ(outcome(serving.error()), "returned normally");
     }
     EXPECT_EQ(handler.init_calls.load(), 3);
     EXPECT_EQ(srv.log().count(spdlog::level::info, "Server stopped"), 3u) << srv.log().dump();
@@ -435,7 +447,7 @@ TEST(LifecycleContract, AddressOfAPathnameServerIsItsPath) {
     srv.server().start();
     EXPECT_EQ(srv.server().address(), UnixAddress::pathname(srv.path()));
     EXPECT_EQ(srv.server().address().to_string(), srv.path());
-    EXPECT_EQ(info_index(srv.log(), "Start serving at " + srv.path()) >= 0, true) << srv.log().dump();
+    EXPECT_GE(info_index(srv.log(), "Start serving at " + srv.path()), 0) << srv.log().dump();
 }
 
 // Spec §1.2 (get_addresses) and §1.3: an abstract address is reported as "@name" and serves.
@@ -461,8 +473,8 @@ TEST(LifecycleContract, AddressOfAnAutobindServerIsFiveHexDigits) {
     ASSERT_TRUE(address.is_abstract()) << address.to_string();
     const std::string name(address.name());
     EXPECT_EQ(name.size(), 5u) << address.to_string();
-    EXPECT_TRUE(std::all_of(name.begin(), name.end(), [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)) != 0; }))
-        << address.to_string();
+    const auto hex = [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)) != 0; };
+    EXPECT_TRUE(std::all_of(name.begin(), name.end(), hex)) << address.to_string();
     EXPECT_EQ(address.to_string(), "@" + name);
     auto c = srv.client();
     EXPECT_EQ(ask(c, address, "to autobind"), "to autobind");

@@ -505,9 +505,11 @@ TEST(QueueingContract, H24_WarnDropsUnboundDatagramsWithTheSpecWarning) {
     ASSERT_TRUE(wait_until([&] { return srv.server().stats().dropped_unnamed == 2; }));
     ASSERT_TRUE(wait_until([&] { return srv.log().count(spdlog::level::warn) == 2; })) << srv.log().dump();
 
-    for (auto& r : srv.log().records())
-        if (r.level == spdlog::level::warn)
+    for (auto& r : srv.log().records()) {
+        if (r.level == spdlog::level::warn) {
             EXPECT_EQ(r.text, "A datagram received from an unbound UNIX datagram socket has been dropped.");
+        }
+    }
     EXPECT_EQ(handler.calls.load(), 0);
     EXPECT_EQ(srv.server().stats().sessions_started, 0u);
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::err), 0u) << srv.log().dump();

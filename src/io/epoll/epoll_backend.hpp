@@ -31,6 +31,8 @@ public:
     bool receive_active() const noexcept { return false; }  // nothing asynchronous to wait for
 
     void submit_send(SendOp* op) noexcept;
+    /// Sends what is queued now (sendmmsg); completions are reported before it returns.
+    void flush() noexcept { flush_sends(); }
     void poll(bool block, Clock::time_point deadline) noexcept;
     void wake() noexcept;
     const char* name() const noexcept { return "epoll"; }

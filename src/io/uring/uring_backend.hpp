@@ -34,6 +34,8 @@ public:
     bool receive_active() const noexcept { return recv_state_ != RecvState::idle; }
 
     void submit_send(SendOp* op) noexcept;
+    /// Nothing to do: queued SQEs go to the kernel with the next poll()'s io_uring_enter.
+    void flush() noexcept {}
     /// Submits queued SQEs and processes completions; waits until `deadline` when `block`.
     void poll(bool block, Clock::time_point deadline) noexcept;
     void wake() noexcept;
