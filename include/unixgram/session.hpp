@@ -34,6 +34,7 @@
 
 #include "unixgram/ancillary.hpp"
 #include "unixgram/detail/engine.hpp"
+#include "unixgram/detail/frame_pool.hpp"
 #include "unixgram/errors.hpp"
 
 namespace unixgram {
@@ -101,7 +102,7 @@ public:
         std::exception_ptr invalid_;
     };
 
-    struct promise_type : detail::SessionPromiseBase {
+    struct promise_type : detail::SessionPromiseBase, detail::PooledFrame {
         Session get_return_object() noexcept { return Session(handle_type::from_promise(*this)); }
         std::suspend_always initial_suspend() noexcept { return {}; }
         struct FinalAwaiter {

@@ -23,6 +23,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "unixgram/detail/frame_pool.hpp"
+
 namespace unixgram {
 
 template <class T = void>
@@ -30,7 +32,7 @@ class [[nodiscard]] Task;
 
 namespace detail {
 
-struct TaskPromiseCommon {
+struct TaskPromiseCommon : PooledFrame {
     std::coroutine_handle<> continuation;
     std::exception_ptr error;
 

@@ -17,6 +17,8 @@ thread_local ExecContext* tls_context = nullptr;
 thread_local std::uint64_t tls_scope_ids = 0;
 
 constexpr std::size_t kMaxFreeOps = 1024;
+constexpr std::size_t kPreallocatedOps = 256;
+constexpr std::size_t kPreallocatedBuffer = 512;
 constexpr auto kFirstRetry = std::chrono::microseconds(50);
 constexpr auto kMaxRetry = std::chrono::milliseconds(10);
 
@@ -145,6 +147,18 @@ Shard::Shard(ServerCore& core, int socket_fd, const BackendConfig& config)
     tls_shard = this;
     ready_.reserve(256);
     running_.reserve(256);
+    deferred_.reserve(256);
+    deferred_running_.reserve(256);
+    // A warm slab of send ops with room for small replies: a new peak of replies in flight (up to
+    // kPreallocatedOps) costs no allocation on the hot path.
+    SendOp* warm = nullptr;
+    for (std::size_t i = 0; i < kPreallocatedOps; ++i) {
+        SendOp* op = acquire_op();
+        op->buffer.reserve(kPreallocatedBuffer);
+        op->next_free = warm;
+        warm = op;
+    }
+    while (warm != nullptr) release_op(std::exchange(warm, warm->next_free));
 }
 
 Shard::~Shard() { tls_shard = previous_current_; }

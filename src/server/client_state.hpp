@@ -21,13 +21,17 @@ struct ServerCore;
 struct QueuedDatagram {
     QueuedDatagram* next = nullptr;
     std::uint32_t size = 0;
-    std::uint32_t fd_count = 0;
+    std::uint32_t fd_count = 0;       ///< fds still owned (0 once handed over or closed)
+    std::uint32_t allocated_fds = 0;  ///< room for fds in this allocation
     bool has_credentials = false;
     bool control_truncated = false;
     struct ucred credentials {};
 
     int* fds() noexcept { return reinterpret_cast<int*>(this + 1); }
-    std::byte* payload() noexcept { return reinterpret_cast<std::byte*>(fds() + fd_count); }
+    std::byte* payload() noexcept { return reinterpret_cast<std::byte*>(fds() + allocated_fds); }
+    static std::size_t allocation_size(std::size_t fds, std::size_t payload) noexcept {
+        return sizeof(QueuedDatagram) + fds * sizeof(int) + payload;
+    }
 
     static QueuedDatagram* copy_of(const RecvDatagram& d);
     static void destroy(QueuedDatagram* q) noexcept;

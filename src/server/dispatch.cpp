@@ -15,6 +15,7 @@
 #include "runtime/shard.hpp"
 #include "server/server_core.hpp"
 #include "unixgram/ancillary.hpp"
+#include "unixgram/detail/frame_pool.hpp"
 #include "unixgram/errors.hpp"
 
 namespace unixgram::detail {
@@ -69,11 +70,12 @@ void detach_send(Waiter* w) noexcept {
 // ---- queued datagrams ---------------------------------------------------------------------------
 
 QueuedDatagram* QueuedDatagram::copy_of(const RecvDatagram& d) {
-    const std::size_t bytes = sizeof(QueuedDatagram) + d.fd_count * sizeof(int) + d.payload.size();
-    void* mem = ::operator new(bytes);
+    // From the frame pool's size classes: a busy client's queue recycles its memory too.
+    void* mem = frame_allocate(allocation_size(d.fd_count, d.payload.size()));
     auto* q = ::new (mem) QueuedDatagram();
     q->size = static_cast<std::uint32_t>(d.payload.size());
     q->fd_count = d.fd_count;
+    q->allocated_fds = d.fd_count;
     q->has_credentials = d.has_credentials;
     q->control_truncated = d.control_truncated;
     q->credentials = d.credentials;
@@ -83,8 +85,9 @@ QueuedDatagram* QueuedDatagram::copy_of(const RecvDatagram& d) {
 }
 
 void QueuedDatagram::destroy(QueuedDatagram* q) noexcept {
+    const std::size_t bytes = allocation_size(q->allocated_fds, q->size);
     q->~QueuedDatagram();
-    ::operator delete(q);
+    frame_deallocate(q, bytes);
 }
 
 void ServerCore::close_fds(int* fds, std::uint32_t count) noexcept {

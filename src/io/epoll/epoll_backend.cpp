@@ -56,6 +56,7 @@ EpollBackend::EpollBackend(Shard& shard, int socket_fd, const BackendConfig& con
         recv_iovs_[i] = {buffers_.get() + i * buffer_size_, buffer_size_};
     }
     pending_sends_.reserve(kBatch);
+    flushing_.reserve(kBatch);
     send_msgs_.reserve(kBatch);
 }
 
@@ -97,9 +98,8 @@ void EpollBackend::submit_send(SendOp* op) noexcept {
 void EpollBackend::flush_sends() noexcept {
     while (!pending_sends_.empty()) {
         // Completions may queue new sends (a resumed session); take the current batch first.
-        std::vector<SendOp*> batch;
+        std::vector<SendOp*>& batch = flushing_;
         batch.swap(pending_sends_);
-        pending_sends_.reserve(kBatch);
         std::size_t i = 0;
         while (i < batch.size()) {
             const std::size_t n = std::min(kBatch, batch.size() - i);
@@ -119,6 +119,7 @@ void EpollBackend::flush_sends() noexcept {
                 shard_.on_send_complete(batch[i + k], static_cast<int>(send_msgs_[k].msg_len));
             i += static_cast<std::size_t>(sent);
         }
+        batch.clear();  // keeps its capacity: no allocation per flush
     }
 }
 

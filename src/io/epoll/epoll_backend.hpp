@@ -57,6 +57,7 @@ private:
     iovec recv_iovs_[kBatch];
     sockaddr_un recv_names_[kBatch];
     std::vector<SendOp*> pending_sends_;
+    std::vector<SendOp*> flushing_;  ///< the batch being sent (completions may queue new sends)
     std::vector<mmsghdr> send_msgs_;
 };
 

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+// Thread-local size-class free lists for coroutine frames.
+#include "unixgram/detail/frame_pool.hpp"
+
+#include <array>
+#include <new>
+
+namespace unixgram::detail {
+
+namespace {
+
+constexpr std::size_t kGranule = 64;
+constexpr std::size_t kClasses = 64;  // frames up to 4 KiB are pooled
+constexpr std::size_t kMaxPerClass = 4096;
+
+struct FreeBlock {
+    FreeBlock* next;
+};
+
+/// One per thread; a loop thread allocates and frees its sessions' frames, so no lock is needed.
+/// A frame freed on another thread simply joins that thread's lists.
+struct Pool {
+    std::array<FreeBlock*, kClasses> heads{};
+    std::array<std::size_t, kClasses> counts{};
+    ~Pool() {
+        for (auto* head : heads) {
+            while (head != nullptr) {
+                FreeBlock* next = head->next;
+                ::operator delete(head);
+                head = next;
+            }
+        }
+    }
+};
+
+thread_local Pool pool;
+
+std::size_t size_class(std::size_t size) noexcept { return (size + kGranule - 1) / kGranule - 1; }
+
+}  // namespace
+
+void* frame_allocate(std::size_t size) {
+    const std::size_t c = size_class(size);
+    if (c >= kClasses) return ::operator new(size);
+    if (FreeBlock* b = pool.heads[c]; b != nullptr) {
+        pool.heads[c] = b->next;
+        --pool.counts[c];
+        return b;
+    }
+    return ::operator new((c + 1) * kGranule);
+}
+
+void frame_deallocate(void* frame, std::size_t size) noexcept {
+    const std::size_t c = size_class(size);
+    if (c >= kClasses || pool.counts[c] >= kMaxPerClass) {
+        ::operator delete(frame);
+        return;
+    }
+    auto* b = static_cast<FreeBlock*>(frame);
+    b->next = pool.heads[c];
+    pool.heads[c] = b;
+    ++pool.counts[c];
+}
+
+}  // namespace unixgram::detail
