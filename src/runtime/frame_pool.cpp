@@ -33,7 +33,8 @@ struct Pool {
     }
 };
 
-thread_local Pool pool;
+// initial-exec: no __tls_get_addr call on the hot path (libunixgram is linked, not dlopen()ed).
+[[gnu::tls_model("initial-exec")]] thread_local Pool pool;
 
 std::size_t size_class(std::size_t size) noexcept { return (size + kGranule - 1) / kGranule - 1; }
 

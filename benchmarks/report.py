@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# The benchmark's report: medians per case and server, ratios to the baseline, a markdown table, JSON and a plot.
+"""Aggregates the runs of benchmarks/run.
+
+Usage: report.py --runs RUNS.jsonl --out PREFIX [--fact KEY=VALUE ...] [--config KEY=VALUE ...]
+
+RUNS.jsonl holds one object per run: {"case", "case_label", "server", "server_label", "round", "bench_exit",
+"server_exit", "result"}, where "result" is unixgram-bench's --json object (null if it printed none).
+Writes PREFIX.md (also printed), PREFIX.json and PREFIX.png (with gnuplot, when it is installed).
+Medians, never means: one run disturbed by another process must not move the result.
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BASELINE = "baseline"
+METRICS = {  # key -> (how to read it from a bench result, higher is better)
+    "datagrams_per_s": (lambda r: r["datagrams_per_s"], True),
+    "cpu_ns_per_datagram": (lambda r: r["server_cpu_ns_per_datagram"], False),
+    "p50_us": (lambda r: r["latency_us"]["p50"], False),
+    "p99_us": (lambda r: r["latency_us"]["p99"], False),
+    "p999_us": (lambda r: r["latency_us"]["p999"], False),
+}
+
+# DESIGN.md §8, as (case, server, metric, limit on the ratio to the baseline, "max" or "min").
+TARGETS = [
+    ("16x32-64B", "io_uring", "cpu_ns_per_datagram", 1.00, "max"),
+    ("16x32-64B", "io_uring", "datagrams_per_s", 1.00, "min"),
+    ("16x32-64B", "epoll", "cpu_ns_per_datagram", 1.10, "max"),
+    ("pingpong-64B", "io_uring", "p50_us", 1.10, "max"),
+    ("pingpong-64B", "io_uring", "p99_us", 1.10, "max"),
+    ("pingpong-64B", "epoll", "p50_us", 1.10, "max"),
+    ("pingpong-64B", "epoll", "p99_us", 1.10, "max"),
+]
+
+
+def key_values(items):
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"report.py: expected KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def load_runs(path):
+    runs = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    runs.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    sys.exit(f"report.py: {path}:{line_no}: {e}")
+    return runs
+
+
+def run_ok(run):
+    r = run["result"]
+    return run["bench_exit"] == 0 and run["server_exit"] == 0 and r is not None and r.get("ok") is True
+
+
+def aggregate(runs):
+    """[(case, case_label, [(server, server_label, medians, ratios, samples, ok_runs, all_runs)])] in run order."""
+    cases = {}
+    for run in runs:
+        case = cases.setdefault(run["case"], {"label": run["case_label"], "servers": {}})
+        server = case["servers"].setdefault(run["server"], {"label": run["server_label"], "runs": []})
+        server["runs"].append(run)
+    out = []
+    for case_id, case in cases.items():
+        rows = []
+        medians_of = {}
+        for server_id, server in case["servers"].items():
+            good = [r["result"] for r in server["runs"] if run_ok(r)]
+            samples = {m: [read(r) for r in good if read(r) is not None] for m, (read, _) in METRICS.items()}
+            medians = {m: statistics.median(v) if v else None for m, v in samples.items()}
+            medians_of[server_id] = medians
+            rows.append([server_id, server["label"], medians, None, samples, len(good), len(server["runs"])])
+        base = medians_of.get(BASELINE)
+        for row in rows:
+            row[3] = {m: (row[2][m] / base[m] if base and base[m] and row[2][m] is not None else None) for m in METRICS}
+        out.append((case_id, case["label"], [tuple(r) for r in rows]))
+    return out
+
+
+def fmt_number(value, digits=0):
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def fmt_cell(value, ratio, digits=0, server=None):
+    text = fmt_number(value, digits)
+    if ratio is not None and server != BASELINE:
+        text += f" ({ratio:.2f}×)"
+    return text
+
+
+def spread(samples):
+    """Half the range, relative to the median: how far the rounds disagree."""
+    if len(samples) < 2:
+        return None
+    mid = statistics.median(samples)
+    return (max(samples) - min(samples)) / 2 / mid if mid else None
+
+
+def markdown(cases, facts, config, runs):
+    lines = [f"# unixgram echo benchmark, {facts.get('date', '')}", ""]
+    lines.append(
+        f"Machine: {facts.get('nproc', '?')} CPUs ({facts.get('cpu_model', '?')}), kernel {facts.get('kernel', '?')}, "
+        f"net.unix.max_dgram_qlen {facts.get('max_dgram_qlen', '?')}, net.core.wmem_default "
+        f"{facts.get('wmem_default', '?')}, liburing {facts.get('liburing', '?')}, {facts.get('compiler', '?')}. "
+        f"Load average before {facts.get('loadavg_start', '?')}, after {facts.get('loadavg_end', '?')}."
+    )
+    lines.append("")
+    quick = " **Quick run (smoke test): not a measurement.**" if config.get("quick") == "true" else ""
+    lines.append(
+        f"Method: per case the servers run in alternation (A B C D A B C D …), {config.get('rounds', '?')} round(s); "
+        f"server pinned to CPU {config.get('server_cpu', '?')}, unixgram-bench (one thread, unconnected autobound "
+        f"clients, every reply verified) to CPU {config.get('load_cpu', '?')}; {config.get('warmup_s', '?')} s warmup, "
+        f"{config.get('duration_s', '?')} s measured. Values are medians over the rounds, (×) the ratio to the "
+        f"baseline of the same case in this run. Server CPU is utime+stime from /proc/PID/stat (10 ms ticks) over "
+        f"the measured interval, per echoed datagram; ± is half the range over the rounds.{quick}"
+    )
+    lines.append("")
+    lines.append("| case | server | datagrams/s | server CPU ns/datagram | ± | p50 µs | p99 µs | runs ok |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for case_id, case_label, rows in cases:
+        for i, (server_id, label, med, ratio, samples, ok_runs, all_runs) in enumerate(rows):
+            s = spread(samples["cpu_ns_per_datagram"])
+            lines.append(
+                "| {} | {} | {} | {} | {} | {} | {} | {}/{} |".format(
+                    case_label if i == 0 else "",
+                    label,
+                    fmt_cell(med["datagrams_per_s"], ratio["datagrams_per_s"], 0, server_id),
+                    fmt_cell(med["cpu_ns_per_datagram"], ratio["cpu_ns_per_datagram"], 0, server_id),
+                    f"{s * 100:.0f} %" if s is not None else "–",
+                    fmt_cell(med["p50_us"], ratio["p50_us"], 1, server_id),
+                    fmt_cell(med["p99_us"], ratio["p99_us"], 1, server_id),
+                    ok_runs,
+                    all_runs,
+                )
+            )
+    lines.append("")
+    lines.append("Targets (DESIGN.md §8), ratios of medians to the baseline:")
+    lines.append("")
+    by_key = {(c, r[0]): r for c, _, rows in cases for r in rows}
+    for case_id, server_id, metric, limit, kind in TARGETS:
+        row = by_key.get((case_id, server_id))
+        ratio = row[3][metric] if row else None
+        if ratio is None:
+            verdict = "not measured"
+        else:
+            met = ratio <= limit if kind == "max" else ratio >= limit
+            verdict = f"{ratio:.2f}× — {'met' if met else 'MISSED'}"
+        sign = "≤" if kind == "max" else "≥"
+        lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× baseline: {verdict}")
+    failed = [r for r in runs if not run_ok(r)]
+    if failed:
+        lines.append("")
+        lines.append("Failed runs (left out of the medians):")
+        lines.append("")
+        for r in failed:
+            res = r["result"] or {}
+            lines.append(
+                f"- {r['case']} {r['server']} round {r['round']}: bench exit {r['bench_exit']}, server exit "
+                f"{r['server_exit']}, errors {res.get('errors', '?')}, lost {res.get('lost', '?')}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(cases, png, title):
+    gnuplot = shutil.which("gnuplot")
+    if gnuplot is None:
+        print("report.py: gnuplot not found, no plot", file=sys.stderr)
+        return False
+    servers = []  # union of the servers, in first-seen order: one bar colour each
+    labels = {}
+    for _, _, rows in cases:
+        for server_id, label, *_ in rows:
+            if server_id not in labels:
+                servers.append(server_id)
+                labels[server_id] = label
+    with tempfile.TemporaryDirectory() as tmp:
+        data = {}
+        for metric in ("cpu_ns_per_datagram", "p99_us"):
+            data[metric] = Path(tmp) / f"{metric}.tsv"
+            with open(data[metric], "w", encoding="utf-8") as f:
+                f.write("case\t" + "\t".join(labels[s] for s in servers) + "\n")
+                for case_id, _, rows in cases:
+                    med = {r[0]: r[2][metric] for r in rows}
+                    values = ["NaN" if med.get(s) is None else f"{med[s]:.3f}" for s in servers]
+                    f.write(case_id + "\t" + "\t".join(values) + "\n")
+        columns = len(servers) + 1
+        script = f"""
+set terminal pngcairo size 1400,1000 font "sans,10" noenhanced
+set output "{png}"
+set datafile separator "\\t"
+set datafile missing "NaN"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key outside right top vertical
+set xtics nomirror
+set lmargin 12
+set multiplot layout 2,1 title "{title.replace('"', "'")}"
+set title "server CPU per echoed datagram (median)"
+set ylabel "ns / datagram"
+set yrange [0:*]
+plot for [i=2:{columns}] "{data['cpu_ns_per_datagram']}" using i:xtic(1) title columnheader(i)
+set title "p99 round-trip latency (median over rounds, log scale)"
+set ylabel "µs"
+set logscale y
+set yrange [1:*]
+plot for [i=2:{columns}] "{data['p99_us']}" using i:xtic(1) title columnheader(i)
+unset multiplot
+"""
+        result = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+        if result.returncode != 0:
+            print(f"report.py: gnuplot failed:\n{result.stderr}", file=sys.stderr)
+            return False
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, help="JSON lines written by benchmarks/run")
+    parser.add_argument("--out", required=True, help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png")
+    parser.add_argument("--fact", action="append", help="KEY=VALUE about the machine")
+    parser.add_argument("--config", action="append", help="KEY=VALUE about the run")
+    args = parser.parse_args()
+    facts = key_values(args.fact)
+    config = key_values(args.config)
+    runs = load_runs(args.runs)
+    if not runs:
+        sys.exit("report.py: no runs")
+    cases = aggregate(runs)
+
+    text = markdown(cases, facts, config, runs)
+    out = Path(args.out)
+    Path(f"{out}.md").write_text(text, encoding="utf-8")
+    summary = {
+        "facts": facts,
+        "config": config,
+        "cases": [
+            {
+                "case": case_id,
+                "label": case_label,
+                "servers": [
+                    {
+                        "server": server_id,
+                        "label": label,
+                        "median": med,
+                        "ratio_to_baseline": ratio,
+                        "samples": samples,
+                        "runs_ok": ok_runs,
+                        "runs": all_runs,
+                    }
+                    for server_id, label, med, ratio, samples, ok_runs, all_runs in rows
+                ],
+            }
+            for case_id, case_label, rows in cases
+        ],
+        "runs": runs,
+    }
+    Path(f"{out}.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    title = f"unixgram echo benchmark {facts.get('date', '')} ({facts.get('nproc', '?')} CPUs, kernel {facts.get('kernel', '?')})"
+    if config.get("quick") == "true":
+        title += " — quick run, not a measurement"
+    plot(cases, Path(f"{out}.png").resolve(), title)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
