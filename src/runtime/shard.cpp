@@ -19,8 +19,12 @@ thread_local std::uint64_t tls_scope_ids = 0;
 constexpr std::size_t kMaxFreeOps = 1024;
 constexpr std::size_t kPreallocatedOps = 256;
 constexpr std::size_t kPreallocatedBuffer = 512;
-constexpr auto kFirstRetry = std::chrono::microseconds(50);
-constexpr auto kMaxRetry = std::chrono::milliseconds(10);
+// A full peer's queue usually drains within microseconds (it is reading): retry fast at first.
+// A peer that stays full (stopped reading) is retried every 10 ms so that it costs little CPU.
+constexpr auto kFirstRetry = std::chrono::microseconds(20);
+constexpr auto kFastRetryCap = std::chrono::milliseconds(1);
+constexpr unsigned kFastRetries = 64;
+constexpr auto kSlowRetry = std::chrono::milliseconds(10);
 
 /// Which deadline a wait reached at `now`: its own, or the innermost expired with_timeout scope.
 void classify_expiry(Waiter& w, Clock::time_point now) noexcept {
@@ -266,9 +270,12 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
         if (now >= op->deadline) {
             result = -ETIMEDOUT;
         } else {
-            // The peer's queue is full: back off (50 µs doubling to 10 ms), bounded by send_timeout.
-            auto delay = kFirstRetry * (1u << std::min(op->attempts, 8u));
-            if (delay > kMaxRetry) delay = kMaxRetry;
+            // The peer's queue is full: back off, bounded by send_timeout.
+            Clock::duration delay = kSlowRetry;
+            if (op->attempts < kFastRetries) {
+                delay = kFirstRetry * (1u << std::min(op->attempts, 10u));
+                if (delay > kFastRetryCap) delay = kFastRetryCap;
+            }
             ++op->attempts;
             timers_.arm(&op->retry_timer, std::min(now + delay, op->deadline));
             return;

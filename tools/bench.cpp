@@ -1,0 +1,677 @@
+// SPDX-License-Identifier: MIT
+// unixgram-bench: the benchmark's load generator — verified echo load, latency percentiles, server CPU per datagram.
+//
+// Usage:
+//   unixgram-bench --path PATH [--clients 16] [--window 32] [--size 64] [--duration 3] [--warmup 1]
+//                  [--server-pid PID] [--threads 1] [--json]
+//
+// Why it is built the way it is:
+// - Every client is its own autobound socket that is NOT connected and sends with sendmmsg to the server's
+//   address. The kernel skips the receive-queue limit for a sender that its receiver is connected to, so a
+//   connected client would let the server's replies pile up without bound; unconnected, the server meets the
+//   real per-peer limit (net.unix.max_dgram_qlen + 1 datagrams) and has to cope with EAGAIN on its replies.
+// - All clients share the server's one small queue, so an EAGAIN on any send means the queue is full for every
+//   client: the thread stops sending and retries, oldest waiting client first, once replies have arrived or
+//   after kRetryNs. Waiting for EPOLLOUT cannot help: an unconnected socket's writability tracks only its own
+//   send buffer.
+// - A datagram carries [sequence number u64][client number u64][pattern], the pattern depending on both, so a
+//   reply that is truncated, altered, delivered to the wrong client, duplicated or out of order is caught.
+//   Send times stay here (a ring per client indexed by sequence % window), so every reply byte is checked.
+// - Latency goes into a log-bucketed histogram (HdrHistogram's layout): constant memory, no per-sample vector.
+// - Phases by the clock: warmup (replies checked, not counted), measure (counted; the server's utime+stime is
+//   read at both ends), drain (no more sends; what has not come back within kDrainNs is lost).
+//
+// Output: one line on stdout, or with --json one JSON object on stdout and the line on stderr. A progress line
+// goes to stderr once a second when stderr is a terminal.
+// Exit status: 0 when every reply was right and none was lost, 1 otherwise, 2 for a usage or setup error.
+
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "latency_histogram.hpp"
+
+namespace {
+
+constexpr std::size_t kHeaderSize = 16;  // sequence number, client number
+constexpr std::size_t kMaxDatagram = 65536;
+constexpr std::size_t kPatternPeriod = 251;  // prime, so neighbouring datagrams' patterns differ
+constexpr unsigned kBatch = 64;              // datagrams per sendmmsg / recvmmsg
+constexpr std::uint64_t kDrainNs = 1'000'000'000;
+// Time to retry a send refused by a full server queue when no reply wakes the thread first: about what a
+// server needs for the 11 datagrams its queue holds; shorter would make failing sendmmsg calls contend with
+// the server for the queue's lock.
+constexpr std::uint64_t kRetryNs = 50'000;
+constexpr std::uint64_t kMaxWaitNs = 100'000'000;  // so a stop request is seen promptly
+
+volatile std::sig_atomic_t g_stop = 0;
+
+[[noreturn]] void die(const std::string& message) {
+    std::fprintf(stderr, "unixgram-bench: %s\n", message.c_str());
+    std::fflush(stderr);
+    std::_Exit(2);  // may run on a load thread: no static destructors under the other threads' feet
+}
+
+[[noreturn]] void die_errno(const std::string& what, int error) {
+    die(what + ": " + std::generic_category().message(error));
+}
+
+std::uint64_t now_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+timespec to_timespec(std::uint64_t ns) noexcept {
+    return {static_cast<time_t>(ns / 1'000'000'000u), static_cast<long>(ns % 1'000'000'000u)};
+}
+
+struct Options {
+    std::string path;
+    unsigned clients = 16;
+    unsigned window = 32;
+    std::size_t size = 64;
+    double duration_s = 3.0;
+    double warmup_s = 1.0;
+    std::optional<pid_t> server_pid;
+    unsigned threads = 1;
+    bool json = false;
+};
+
+void usage(std::FILE* out) {
+    std::fputs(
+        "usage: unixgram-bench --path PATH [--clients N] [--window W] [--size BYTES] [--duration S] [--warmup S]\n"
+        "                      [--server-pid PID] [--threads T] [--json]\n"
+        "  --path PATH       the echo server's address ('@name' for an abstract name)\n"
+        "  --clients N       client sockets, each autobound and unconnected (default 16)\n"
+        "  --window W        datagrams in flight per client; 1 is ping-pong (default 32)\n"
+        "  --size BYTES      datagram size, 16..65536 (default 64)\n"
+        "  --duration S      seconds measured (default 3)\n"
+        "  --warmup S        seconds of load before the measurement (default 1)\n"
+        "  --server-pid PID  the server's process: report its CPU time per datagram\n"
+        "  --threads T       load threads, the clients split among them (default 1)\n"
+        "  --json            print the result as one JSON object on stdout\n",
+        out);
+}
+
+template <class T>
+T parse_number(std::string_view option, std::string_view text, T low, T high) {
+    T value{};
+    const auto* end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    if (ec != std::errc{} || ptr != end || text.empty() || value < low || value > high) {
+        die(std::string(option) + ": invalid value '" + std::string(text) + "' (expected " + std::to_string(low) +
+            ".." + std::to_string(high) + ")");
+    }
+    return value;
+}
+
+double parse_seconds(std::string_view option, std::string_view text, bool zero_ok) {
+    const std::string copy(text);
+    char* end = nullptr;
+    const double value = std::strtod(copy.c_str(), &end);
+    if (copy.empty() || *end != '\0' || !(zero_ok ? value >= 0.0 : value > 0.0) || value > 86400.0) {
+        die(std::string(option) + ": invalid value '" + copy + "' (expected seconds" + (zero_ok ? ", >= 0)" : ", > 0)"));
+    }
+    return value;
+}
+
+Options parse_options(int argc, char** argv) {
+    Options o;
+    bool have_path = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        std::string_view value;
+        bool inline_value = false;
+        if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+            value = arg.substr(eq + 1);
+            arg = arg.substr(0, eq);
+            inline_value = true;
+        }
+        if (arg == "--help" || arg == "-h") {
+            usage(stdout);
+            std::exit(0);
+        }
+        if (arg == "--json") {
+            o.json = true;
+            continue;
+        }
+        static constexpr std::string_view kValued[] = {"--path",     "--clients",  "--window",  "--size",
+                                                       "--duration", "--warmup",   "--server-pid", "--threads"};
+        if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued)) {
+            usage(stderr);
+            die("unknown option '" + std::string(arg) + "'");
+        }
+        if (!inline_value) {
+            if (i + 1 >= argc) die(std::string(arg) + " needs a value");
+            value = argv[++i];
+        }
+        if (arg == "--path") {
+            o.path = value;
+            have_path = true;
+        } else if (arg == "--clients") {
+            o.clients = parse_number<unsigned>(arg, value, 1, 100000);
+        } else if (arg == "--window") {
+            o.window = parse_number<unsigned>(arg, value, 1, 65536);
+        } else if (arg == "--size") {
+            o.size = parse_number<std::size_t>(arg, value, kHeaderSize, kMaxDatagram);
+        } else if (arg == "--duration") {
+            o.duration_s = parse_seconds(arg, value, false);
+        } else if (arg == "--warmup") {
+            o.warmup_s = parse_seconds(arg, value, true);
+        } else if (arg == "--server-pid") {
+            o.server_pid = parse_number<pid_t>(arg, value, 1, 1 << 30);
+        } else {
+            o.threads = parse_number<unsigned>(arg, value, 1, 256);
+        }
+    }
+    if (!have_path) {
+        usage(stderr);
+        die("--path is required");
+    }
+    if (o.threads > o.clients) die("--threads " + std::to_string(o.threads) + " is more than --clients");
+    return o;
+}
+
+/// The server's address: "@name" is abstract (leading NUL, no terminator), anything else a pathname.
+struct Address {
+    sockaddr_un addr{};
+    socklen_t len = 0;
+};
+
+Address server_address(const std::string& text) {
+    Address a;
+    a.addr.sun_family = AF_UNIX;
+    if (text.empty() || text == "@") die("--path: an address is required (empty or bare '@' given)");
+    if (text.size() > sizeof(a.addr.sun_path) - 1) {
+        die("--path: '" + text + "' is longer than " + std::to_string(sizeof(a.addr.sun_path) - 1) + " bytes");
+    }
+    const bool abstract = text.front() == '@';
+    std::memcpy(a.addr.sun_path + (abstract ? 1 : 0), text.data() + (abstract ? 1 : 0), text.size() - (abstract ? 1 : 0));
+    a.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + text.size() + (abstract ? 0 : 1));
+    return a;
+}
+
+struct Errors {
+    std::uint64_t wrong_length = 0;
+    std::uint64_t wrong_content = 0;  // payload or header altered, or another client's datagram
+    std::uint64_t out_of_order = 0;   // arrived after a later one of the same client; also duplicates
+
+    std::uint64_t total() const noexcept { return wrong_length + wrong_content + out_of_order; }
+    void add(const Errors& o) noexcept {
+        wrong_length += o.wrong_length;
+        wrong_content += o.wrong_content;
+        out_of_order += o.out_of_order;
+    }
+};
+
+/// What the run's phases are, by the monotonic clock. Only measure_end moves: SIGINT brings it forward.
+struct Schedule {
+    std::uint64_t measure_start = 0;
+    std::atomic<std::uint64_t> measure_end{0};
+};
+
+/// The datagram `seq` of client `id`, written into `out` (options.size bytes).
+class Payload {
+public:
+    explicit Payload(std::size_t size) : size_(size), pattern_(size + kPatternPeriod) {
+        for (std::size_t i = 0; i < pattern_.size(); ++i) pattern_[i] = static_cast<unsigned char>((i * 131 + 7) % 256);
+    }
+
+    void write(unsigned char* out, std::uint64_t seq, std::uint64_t id) const noexcept {
+        std::memcpy(out, &seq, 8);
+        std::memcpy(out + 8, &id, 8);
+        std::memcpy(out + kHeaderSize, body(seq, id), size_ - kHeaderSize);
+    }
+
+    bool body_matches(const unsigned char* in, std::uint64_t seq, std::uint64_t id) const noexcept {
+        return std::memcmp(in + kHeaderSize, body(seq, id), size_ - kHeaderSize) == 0;
+    }
+
+private:
+    const unsigned char* body(std::uint64_t seq, std::uint64_t id) const noexcept {
+        return pattern_.data() + (seq * 7 + id * 13) % kPatternPeriod;
+    }
+
+    std::size_t size_;
+    std::vector<unsigned char> pattern_;
+};
+
+/// One load thread: its share of the clients, its epoll set, its send and receive batches.
+class LoadThread {
+public:
+    LoadThread(const Options& options, const Address& server, const Payload& payload, Schedule& schedule,
+               std::uint32_t first_id, std::uint32_t count)
+        : options_(options), server_(server), payload_(payload), schedule_(schedule), first_id_(first_id),
+          clients_(count), sent_at_(static_cast<std::size_t>(count) * options.window), send_queue_(count),
+          send_buffer_(kBatch * options.size), recv_buffer_(kBatch * (options.size + 1)), events_(std::min(count, 512u)) {
+        epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+        if (epoll_fd_ < 0) die_errno("epoll_create1", errno);
+        for (std::uint32_t i = 0; i < count; ++i) {
+            Client& c = clients_[i];
+            c.id = first_id + i;
+            c.fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            if (c.fd < 0) die_errno("socket (client " + std::to_string(c.id) + ")", errno);
+            // Only the family: the kernel picks a fresh abstract name, one the server can reply to.
+            sockaddr_un self{};
+            self.sun_family = AF_UNIX;
+            if (::bind(c.fd, reinterpret_cast<sockaddr*>(&self), sizeof(sa_family_t)) < 0) die_errno("autobind", errno);
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.u32 = i;
+            if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, c.fd, &ev) < 0) die_errno("epoll_ctl", errno);
+        }
+        for (unsigned k = 0; k < kBatch; ++k) {
+            send_iov_[k] = {send_buffer_.data() + k * options.size, options.size};
+            send_msgs_[k].msg_hdr.msg_name = const_cast<sockaddr_un*>(&server_.addr);
+            send_msgs_[k].msg_hdr.msg_namelen = server_.len;
+            send_msgs_[k].msg_hdr.msg_iov = &send_iov_[k];
+            send_msgs_[k].msg_hdr.msg_iovlen = 1;
+            // One byte more than a valid reply, so a longer one shows as a wrong length.
+            recv_iov_[k] = {recv_buffer_.data() + k * (options.size + 1), options.size + 1};
+            recv_msgs_[k].msg_hdr.msg_iov = &recv_iov_[k];
+            recv_msgs_[k].msg_hdr.msg_iovlen = 1;
+        }
+    }
+
+    ~LoadThread() {
+        for (auto& c : clients_) {
+            if (c.fd >= 0) ::close(c.fd);
+        }
+        if (epoll_fd_ >= 0) ::close(epoll_fd_);
+    }
+
+    LoadThread(const LoadThread&) = delete;
+    LoadThread& operator=(const LoadThread&) = delete;
+
+    void run() noexcept {
+        for (std::uint32_t i = 0; i < clients_.size(); ++i) enqueue(i);
+        bool sending = true;
+        std::uint64_t drain_deadline = 0;
+        while (true) {
+            const std::uint64_t now = now_ns();
+            const std::uint64_t end = schedule_.measure_end.load(std::memory_order_relaxed);
+            if (sending && now >= end) {
+                sending = false;
+                drain_deadline = now + kDrainNs;
+            }
+            if (!sending && (outstanding() == 0 || now >= drain_deadline)) break;
+            if (sending) flush_sends();
+
+            std::uint64_t until = sending ? end : drain_deadline;
+            if (sending && now < schedule_.measure_start) until = schedule_.measure_start;
+            std::uint64_t wait = until > now ? std::min(until - now, kMaxWaitNs) : 0;
+            if (sending && queued_ != 0) wait = std::min(wait, kRetryNs);
+            const timespec timeout = to_timespec(wait);
+            const int n = ::epoll_pwait2(epoll_fd_, events_.data(), static_cast<int>(events_.size()), &timeout, nullptr);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                die_errno("epoll_pwait2", errno);
+            }
+            for (int k = 0; k < n; ++k) {
+                const std::uint32_t i = events_[static_cast<std::size_t>(k)].data.u32;
+                read_replies(i);
+                if (sending && room(clients_[i]) != 0) enqueue(i);
+            }
+            progress_.store(replies_, std::memory_order_relaxed);
+        }
+        for (const Client& c : clients_) lost_ += c.sent > c.received ? c.sent - c.received : 0;
+    }
+
+    std::uint64_t progress() const noexcept { return progress_.load(std::memory_order_relaxed); }
+    std::uint64_t sent() const noexcept { return sent_; }
+    std::uint64_t measured() const noexcept { return measured_; }
+    std::uint64_t lost() const noexcept { return lost_; }
+    std::uint64_t queue_full() const noexcept { return queue_full_; }
+    const Errors& errors() const noexcept { return errors_; }
+    const LatencyHistogram& latency() const noexcept { return latency_; }
+
+private:
+    // Hot: touched for every datagram of this client.
+    struct Client {
+        int fd = -1;
+        std::uint32_t id = 0;
+        std::uint64_t sent = 0;      // next sequence number to send
+        std::uint64_t received = 0;  // replies, right or wrong
+        std::uint64_t expected = 0;  // next sequence number in order
+        bool queued = false;         // in send_queue_
+    };
+
+    unsigned room(const Client& c) const noexcept {
+        const std::uint64_t in_flight = c.sent > c.received ? c.sent - c.received : 0;
+        return in_flight >= options_.window ? 0 : static_cast<unsigned>(options_.window - in_flight);
+    }
+
+    std::uint64_t outstanding() const noexcept { return sent_ > replies_ ? sent_ - replies_ : 0; }
+
+    void enqueue(std::uint32_t i) noexcept {
+        if (clients_[i].queued) return;
+        clients_[i].queued = true;
+        send_queue_[(queue_head_ + queued_) % send_queue_.size()] = i;
+        ++queued_;
+    }
+
+    /// Sends for the waiting clients in order until their windows are full or the server's queue is.
+    void flush_sends() noexcept {
+        while (queued_ != 0) {
+            const std::uint32_t i = send_queue_[queue_head_];
+            Client& c = clients_[i];
+            const unsigned want = std::min(room(c), kBatch);
+            if (want != 0) {
+                for (unsigned k = 0; k < want; ++k) {
+                    payload_.write(send_buffer_.data() + k * options_.size, c.sent + k, c.id);
+                }
+                const std::uint64_t now = now_ns();
+                const int n = ::sendmmsg(c.fd, send_msgs_, want, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                    die_errno("sendmmsg to '" + options_.path + "'", errno);
+                }
+                const unsigned done = n > 0 ? static_cast<unsigned>(n) : 0;
+                for (unsigned k = 0; k < done; ++k) sent_at_[slot(c, c.sent + k)] = now;
+                c.sent += done;
+                sent_ += done;
+                if (done < want) {  // the server's queue is full: for every client alike
+                    ++queue_full_;
+                    return;
+                }
+                if (room(c) != 0) continue;
+            }
+            c.queued = false;
+            queue_head_ = (queue_head_ + 1) % static_cast<std::uint32_t>(send_queue_.size());
+            --queued_;
+        }
+    }
+
+    std::size_t slot(const Client& c, std::uint64_t seq) const noexcept {
+        return static_cast<std::size_t>(c.id - first_id_) * options_.window + seq % options_.window;
+    }
+
+    void read_replies(std::uint32_t i) noexcept {
+        Client& c = clients_[i];
+        while (true) {
+            const int n = ::recvmmsg(c.fd, recv_msgs_, kBatch, MSG_DONTWAIT, nullptr);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+                if (errno == EINTR) continue;
+                die_errno("recvmmsg from '" + options_.path + "'", errno);
+            }
+            const std::uint64_t now = now_ns();
+            const bool measuring =
+                now >= schedule_.measure_start && now < schedule_.measure_end.load(std::memory_order_relaxed);
+            for (int k = 0; k < n; ++k) {
+                check_reply(c, recv_buffer_.data() + static_cast<std::size_t>(k) * (options_.size + 1),
+                            recv_msgs_[k].msg_len, now, measuring);
+            }
+            c.received += static_cast<unsigned>(n);
+            replies_ += static_cast<unsigned>(n);
+            if (static_cast<unsigned>(n) < kBatch) return;
+        }
+    }
+
+    void check_reply(Client& c, const unsigned char* data, std::size_t length, std::uint64_t now, bool measuring) noexcept {
+        if (length != options_.size) {
+            ++errors_.wrong_length;
+            return;
+        }
+        std::uint64_t seq = 0;
+        std::uint64_t id = 0;
+        std::memcpy(&seq, data, 8);
+        std::memcpy(&id, data + 8, 8);
+        if (id != c.id) {
+            ++errors_.wrong_content;
+            return;
+        }
+        if (seq >= c.sent) {  // never sent: the header was altered
+            ++errors_.wrong_content;
+            return;
+        }
+        // A gap is not counted here: what it skipped either comes later (out of order) or never (lost).
+        if (seq < c.expected) {
+            ++errors_.out_of_order;
+        } else {
+            c.expected = seq + 1;
+        }
+        if (!payload_.body_matches(data, seq, c.id)) ++errors_.wrong_content;
+        if (measuring) {
+            ++measured_;
+            if (seq + options_.window >= c.sent) latency_.record(now - sent_at_[slot(c, seq)]);
+        }
+    }
+
+    const Options& options_;
+    const Address& server_;
+    const Payload& payload_;
+    Schedule& schedule_;
+    std::uint32_t first_id_;
+    int epoll_fd_ = -1;
+    std::vector<Client> clients_;
+    std::vector<std::uint64_t> sent_at_;  // clients_.size() rings of options_.window send times
+    std::vector<std::uint32_t> send_queue_;  // ring of client indices waiting to send, each at most once
+    std::uint32_t queue_head_ = 0;
+    std::uint32_t queued_ = 0;
+    std::vector<unsigned char> send_buffer_;
+    std::vector<unsigned char> recv_buffer_;
+    iovec send_iov_[kBatch]{};
+    iovec recv_iov_[kBatch]{};
+    mmsghdr send_msgs_[kBatch]{};
+    mmsghdr recv_msgs_[kBatch]{};
+    std::vector<epoll_event> events_;
+
+    std::uint64_t sent_ = 0;
+    std::uint64_t replies_ = 0;
+    std::uint64_t measured_ = 0;
+    std::uint64_t lost_ = 0;
+    std::uint64_t queue_full_ = 0;  // sends refused because the server's queue was full
+    Errors errors_;
+    LatencyHistogram latency_;
+    // Read by the main thread for the progress line; on its own cache line, away from the hot fields.
+    alignas(64) std::atomic<std::uint64_t> progress_{0};
+};
+
+/// The server's CPU time so far (utime + stime of all its threads, fields 14 and 15 of /proc/PID/stat).
+double server_cpu_seconds(pid_t pid) {
+    const std::string file = "/proc/" + std::to_string(pid) + "/stat";
+    std::FILE* f = std::fopen(file.c_str(), "r");
+    if (f == nullptr) die_errno("cannot read " + file + " (is the server still running?)", errno);
+    char text[1024];
+    const std::size_t n = std::fread(text, 1, sizeof(text) - 1, f);
+    std::fclose(f);
+    text[n] = '\0';
+    // The command name (field 2) may hold spaces and parentheses: count fields from its last ')'.
+    const char* p = std::strrchr(text, ')');
+    unsigned long long utime = 0;
+    unsigned long long stime = 0;
+    if (p == nullptr || std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) {
+        die("cannot parse " + file);
+    }
+    return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+void sleep_until(std::uint64_t deadline) {
+    const timespec ts = to_timespec(deadline);
+    while (!g_stop && ::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
+}
+
+void on_signal(int) { g_stop = 1; }
+
+std::string json_string(std::string_view text) {
+    std::string out = "\"";
+    for (char ch : text) {
+        const auto u = static_cast<unsigned char>(ch);
+        if (ch == '"' || ch == '\\') {
+            out += '\\';
+            out += ch;
+        } else if (u < 0x20) {
+            char esc[8];
+            std::snprintf(esc, sizeof(esc), "\\u%04x", u);
+            out += esc;
+        } else {
+            out += ch;
+        }
+    }
+    return out + "\"";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const Options options = parse_options(argc, argv);
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+
+    // A thousand clients are a thousand descriptors: take what the hard limit allows.
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
+
+    const Address server = server_address(options.path);
+    const Payload payload(options.size);
+    Schedule schedule;
+    std::vector<std::unique_ptr<LoadThread>> loads;
+    for (unsigned t = 0; t < options.threads; ++t) {
+        const auto first = static_cast<std::uint32_t>(std::uint64_t{options.clients} * t / options.threads);
+        const auto next = static_cast<std::uint32_t>(std::uint64_t{options.clients} * (t + 1) / options.threads);
+        loads.push_back(std::make_unique<LoadThread>(options, server, payload, schedule, first, next - first));
+    }
+
+    const std::uint64_t start = now_ns();
+    schedule.measure_start = start + static_cast<std::uint64_t>(options.warmup_s * 1e9);
+    const std::uint64_t planned_end = schedule.measure_start + static_cast<std::uint64_t>(options.duration_s * 1e9);
+    schedule.measure_end.store(planned_end);
+    std::vector<std::thread> threads;
+    for (auto& load : loads) threads.emplace_back([&load] { load->run(); });
+
+    auto replies = [&] {
+        std::uint64_t sum = 0;
+        for (const auto& load : loads) sum += load->progress();
+        return sum;
+    };
+    const bool show_progress = ::isatty(STDERR_FILENO) == 1;
+    std::uint64_t last_tick = start;
+    std::uint64_t last_replies = 0;
+    auto sleep_with_progress = [&](std::uint64_t deadline) {
+        while (!g_stop && now_ns() < deadline) {
+            const std::uint64_t tick = last_tick + 1'000'000'000u;
+            sleep_until(show_progress ? std::min(tick, deadline) : deadline);
+            const std::uint64_t now = now_ns();
+            if (!show_progress || now < tick) continue;
+            const std::uint64_t r = replies();
+            std::fprintf(stderr, "unixgram-bench: %5.1f s %-7s %10.0f datagrams/s\n", static_cast<double>(now - start) / 1e9,
+                         last_tick < schedule.measure_start ? "warmup" : "measure",
+                         static_cast<double>(r - last_replies) * 1e9 / static_cast<double>(now - last_tick));
+            last_tick = now;
+            last_replies = r;
+        }
+    };
+
+    sleep_with_progress(schedule.measure_start);
+    const double cpu_start = options.server_pid ? server_cpu_seconds(*options.server_pid) : 0.0;
+    sleep_with_progress(planned_end);
+    std::uint64_t measure_end = planned_end;
+    if (g_stop) {  // interrupted: the measurement ends now, for every thread
+        measure_end = std::max(now_ns(), schedule.measure_start);
+        schedule.measure_end.store(measure_end);
+    }
+    const double cpu_end = options.server_pid ? server_cpu_seconds(*options.server_pid) : 0.0;
+    for (auto& t : threads) t.join();
+
+    std::uint64_t sent = 0;
+    std::uint64_t measured = 0;
+    std::uint64_t lost = 0;
+    std::uint64_t queue_full = 0;
+    Errors errors;
+    LatencyHistogram latency;
+    for (const auto& load : loads) {
+        sent += load->sent();
+        queue_full += load->queue_full();
+        measured += load->measured();
+        lost += load->lost();
+        errors.add(load->errors());
+        latency.merge(load->latency());
+    }
+    const double seconds = std::max(static_cast<double>(measure_end - schedule.measure_start) / 1e9, 1e-9);
+    const double rate = static_cast<double>(measured) / seconds;
+    const double mb_per_s = rate * static_cast<double>(options.size) / 1e6;
+    const double p50 = latency.quantile_ns(0.50) / 1e3;
+    const double p99 = latency.quantile_ns(0.99) / 1e3;
+    const double p999 = latency.quantile_ns(0.999) / 1e3;
+    const std::optional<double> cpu_s = options.server_pid ? std::optional(cpu_end - cpu_start) : std::nullopt;
+    const std::optional<double> cpu_ns_per_dgram =
+        cpu_s && measured ? std::optional(*cpu_s * 1e9 / static_cast<double>(measured)) : std::nullopt;
+    const bool ok = errors.total() == 0 && lost == 0 && measured > 0;
+
+    char server_part[64] = "";
+    if (cpu_ns_per_dgram) std::snprintf(server_part, sizeof(server_part), ", server %.0f ns CPU/datagram", *cpu_ns_per_dgram);
+    char line[512];
+    std::snprintf(line, sizeof(line),
+                  "unixgram-bench: %u clients x %u in flight, %zu B, %u thread%s: %.0f datagrams/s, %.1f MB/s, "
+                  "latency p50 %.1f us p99 %.1f us p99.9 %.1f us%s, %llu errors, %llu lost",
+                  options.clients, options.window, options.size, options.threads, options.threads == 1 ? "" : "s", rate,
+                  mb_per_s, p50, p99, p999, server_part, static_cast<unsigned long long>(errors.total()),
+                  static_cast<unsigned long long>(lost));
+    if (options.json) {
+        auto number_or_null = [](const std::optional<double>& v, const char* format) {
+            if (!v) return std::string("null");
+            char buf[64];
+            std::snprintf(buf, sizeof(buf), format, *v);
+            return std::string(buf);
+        };
+        std::fprintf(stderr, "%s\n", line);
+        std::printf(
+            "{\"tool\": \"unixgram-bench\", \"path\": %s, \"clients\": %u, \"window\": %u, \"size\": %zu, "
+            "\"threads\": %u, \"duration_s\": %.3f, \"warmup_s\": %.3f, \"measured_s\": %.6f, \"sent\": %llu, "
+            "\"received\": %llu, \"datagrams_per_s\": %.1f, \"mb_per_s\": %.3f, "
+            "\"latency_us\": {\"samples\": %llu, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
+            "\"mean\": %.3f, \"max\": %.3f}, \"server_pid\": %s, \"server_cpu_s\": %s, "
+            "\"server_cpu_ns_per_datagram\": %s, \"server_queue_full\": %llu, \"errors\": %llu, \"wrong_length\": %llu, \"wrong_content\": %llu, "
+            "\"out_of_order\": %llu, \"lost\": %llu, \"ok\": %s}\n",
+            json_string(options.path).c_str(), options.clients, options.window, options.size, options.threads,
+            options.duration_s, options.warmup_s, seconds, static_cast<unsigned long long>(sent),
+            static_cast<unsigned long long>(measured), rate, mb_per_s, static_cast<unsigned long long>(latency.count()),
+            p50, latency.quantile_ns(0.90) / 1e3, p99, p999, latency.mean_ns() / 1e3, latency.max_ns() / 1e3,
+            options.server_pid ? std::to_string(*options.server_pid).c_str() : "null",
+            number_or_null(cpu_s, "%.3f").c_str(), number_or_null(cpu_ns_per_dgram, "%.1f").c_str(),
+            static_cast<unsigned long long>(queue_full),
+            static_cast<unsigned long long>(errors.total()), static_cast<unsigned long long>(errors.wrong_length),
+            static_cast<unsigned long long>(errors.wrong_content), static_cast<unsigned long long>(errors.out_of_order),
+            static_cast<unsigned long long>(lost), ok ? "true" : "false");
+    } else {
+        std::printf("%s\n", line);
+    }
+    std::fflush(stdout);
+    if (errors.total() != 0 || lost != 0) {
+        std::fprintf(stderr, "unixgram-bench: %llu wrong length, %llu wrong content, %llu out of order, %llu lost (of %llu sent)\n",
+                     static_cast<unsigned long long>(errors.wrong_length),
+                     static_cast<unsigned long long>(errors.wrong_content),
+                     static_cast<unsigned long long>(errors.out_of_order), static_cast<unsigned long long>(lost),
+                     static_cast<unsigned long long>(sent));
+    }
+    if (measured == 0) std::fprintf(stderr, "unixgram-bench: no reply in the measured interval from '%s'\n", options.path.c_str());
+    return ok ? 0 : 1;
+}
