@@ -51,6 +51,7 @@ struct SendOp {
     TimerNode retry_timer;
     unsigned attempts = 0;
     bool in_kernel = false;
+    ClientState* client = nullptr;  ///< whose reply this is (null once abandoned)
     SendOp* next_free = nullptr;
 
     void prepare_msghdr() noexcept {

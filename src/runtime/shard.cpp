@@ -230,6 +230,8 @@ SendOp* Shard::acquire_op() {
 
 void Shard::release_op(SendOp* op) noexcept {
     timers_.cancel(&op->retry_timer);
+    unlink_blocked(op);
+    op->client = nullptr;
     op->waiter = nullptr;
     op->attempts = 0;
     op->in_kernel = false;
@@ -249,11 +251,17 @@ void Shard::submit_send(SendOp* op) noexcept {
     backend_.submit_send(op);
 }
 
-void Shard::retry_fire(TimerNode* n) noexcept {
-    auto* op = static_cast<SendOp*>(n->owner);
-    Shard* shard = tls_shard;
-    shard->submit_send(op);
+void Shard::unlink_blocked(SendOp* op) noexcept {
+    if (op->client != nullptr && op->client->blocked_send == op) op->client->blocked_send = nullptr;
 }
+
+void Shard::retry_now(SendOp* op) noexcept {
+    unlink_blocked(op);
+    timers_.cancel(&op->retry_timer);
+    submit_send(op);
+}
+
+void Shard::retry_fire(TimerNode* n) noexcept { tls_shard->retry_now(static_cast<SendOp*>(n->owner)); }
 
 void Shard::on_send_complete(SendOp* op, int result) noexcept {
     op->in_kernel = false;
@@ -278,6 +286,8 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
             }
             ++op->attempts;
             timers_.arm(&op->retry_timer, std::min(now + delay, op->deadline));
+            // A datagram from this client (it read something, so its queue has room) retries at once.
+            if (op->client != nullptr) op->client->blocked_send = op;
             return;
         }
     }

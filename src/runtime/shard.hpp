@@ -41,6 +41,9 @@ public:
     SendOp* acquire_op();
     void release_op(SendOp* op) noexcept;
     void submit_send(SendOp* op) noexcept;
+    /// Resends a reply refused by a full peer now instead of at its retry timer.
+    void retry_now(SendOp* op) noexcept;
+    void unlink_blocked(SendOp* op) noexcept;
     std::size_t ops_in_kernel() const noexcept { return ops_in_kernel_; }
 
     Backend& backend() noexcept { return backend_; }

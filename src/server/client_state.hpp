@@ -41,6 +41,7 @@ struct QueuedDatagram {
 struct ClientState {
     SessionPromiseBase* session = nullptr;  ///< the active handle() coroutine, if any
     RecvWait* recv_waiter = nullptr;        ///< the session's co_yield waiting for a datagram
+    SendOp* blocked_send = nullptr;         ///< a reply the client's full queue refused, waiting to retry
     RecvDatagram* inline_datagram = nullptr;  ///< being dispatched now, parsed straight from the ring
     QueuedDatagram* held = nullptr;         ///< popped for a session not yet at its first co_yield
     QueuedDatagram* head = nullptr;

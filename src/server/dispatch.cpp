@@ -58,6 +58,8 @@ void detach_send(Waiter* w) noexcept {
     auto* op = static_cast<SendOp*>(w->target);
     Shard* shard = w->ctx->shard;
     if (op->in_kernel) {
+        shard->unlink_blocked(op);
+        op->client = nullptr;  // the client state may go before the kernel completes the op
         op->waiter = nullptr;  // released when the kernel completes it
     } else {
         ServerStatsCounters::add(shard->core().stats.sends_abandoned);
@@ -143,6 +145,7 @@ void ServerCore::on_datagram(RecvDatagram& d) noexcept {
         close_fds(d.fds, d.fd_count);
         return;
     }
+    if (SendOp* blocked = c->blocked_send; blocked != nullptr) shard->retry_now(blocked);
     if (c->session == nullptr && !c->restart_scheduled && c->head == nullptr && !tearing_down) {
         // Idle client: start its session on this datagram, parsed straight from the receive buffer.
         c->inline_datagram = &d;
@@ -485,6 +488,7 @@ SendOp* send_acquire(ClientState* c) {
     SendOp* op = c->core->shard->acquire_op();
     std::memcpy(&op->dest, &c->address.raw(), sizeof(op->dest));
     op->dest_length = c->address.length();
+    op->client = c;
     return op;
 }
 
