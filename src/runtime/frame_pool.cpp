@@ -2,6 +2,7 @@
 // Thread-local size-class free lists for coroutine frames.
 #include "unixgram/detail/frame_pool.hpp"
 
+#include <algorithm>
 #include <array>
 #include <new>
 
@@ -49,6 +50,18 @@ void* frame_allocate(std::size_t size) {
         return b;
     }
     return ::operator new((c + 1) * kGranule);
+}
+
+void frame_pool_prewarm(std::size_t up_to_bytes, std::size_t per_class) {
+    const std::size_t last = std::min(size_class(up_to_bytes), kClasses - 1);
+    for (std::size_t c = 0; c <= last; ++c) {
+        while (pool.counts[c] < per_class) {
+            auto* b = static_cast<FreeBlock*>(::operator new((c + 1) * kGranule));
+            b->next = pool.heads[c];
+            pool.heads[c] = b;
+            ++pool.counts[c];
+        }
+    }
 }
 
 void frame_deallocate(void* frame, std::size_t size) noexcept {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "server/server_core.hpp"
+#include "unixgram/detail/frame_pool.hpp"
 #include "unixgram/errors.hpp"
 
 namespace unixgram::detail {
@@ -19,6 +20,8 @@ thread_local std::uint64_t tls_scope_ids = 0;
 constexpr std::size_t kMaxFreeOps = 1024;
 constexpr std::size_t kPreallocatedOps = 256;
 constexpr std::size_t kPreallocatedBuffer = 512;
+constexpr std::size_t kPrewarmFrameBytes = 1024;
+constexpr std::size_t kPrewarmPerClass = 32;
 // A full peer's queue usually drains within microseconds (it is reading): retry fast at first.
 // A peer that stays full (stopped reading) is retried every 10 ms so that it costs little CPU.
 constexpr auto kFirstRetry = std::chrono::microseconds(20);
@@ -155,6 +158,8 @@ Shard::Shard(ServerCore& core, int socket_fd, const BackendConfig& config)
     deferred_running_.reserve(256);
     // A warm slab of send ops with room for small replies: a new peak of replies in flight (up to
     // kPreallocatedOps) costs no allocation on the hot path.
+    // Session frames and queued small datagrams: 32 of each size class up to 1 KiB (~280 KiB).
+    frame_pool_prewarm(kPrewarmFrameBytes, kPrewarmPerClass);
     SendOp* warm = nullptr;
     for (std::size_t i = 0; i < kPreallocatedOps; ++i) {
         SendOp* op = acquire_op();
