@@ -105,15 +105,20 @@ void ServerCore::release_queued(QueuedDatagram* q) noexcept {
 // ---- dispatch -----------------------------------------------------------------------------------
 
 ClientState* ServerCore::find_or_create(const UnixAddress& address) {
-    if (auto it = clients.find(address); it != clients.end()) {
+    auto [it, inserted] = clients.try_emplace(address, nullptr);  // one hash for lookup and insert
+    if (!inserted) {
         idle.remove(it->second);
         return it->second;
     }
-    auto* c = new ClientState();
-    c->core = this;
-    c->address = address;
-    clients.emplace(address, c);
-    return c;
+    try {
+        it->second = new ClientState();
+    } catch (...) {
+        clients.erase(it);
+        throw;
+    }
+    it->second->core = this;
+    it->second->address = address;
+    return it->second;
 }
 
 void ServerCore::on_datagram(RecvDatagram& d) noexcept {
