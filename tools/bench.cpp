@@ -25,6 +25,7 @@
 // goes to stderr once a second when stderr is a terminal.
 // Exit status: 0 when every reply was right and none was lost, 1 otherwise, 2 for a usage or setup error.
 
+#include <CLI/CLI.hpp>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -35,7 +36,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
@@ -99,97 +99,30 @@ struct Options {
     bool json = false;
 };
 
-void usage(std::FILE* out) {
-    std::fputs(
-        "usage: unixgram-bench --path PATH [--clients N] [--window W] [--size BYTES] [--duration S] [--warmup S]\n"
-        "                      [--server-pid PID] [--threads T] [--json]\n"
-        "  --path PATH       the echo server's address ('@name' for an abstract name)\n"
-        "  --clients N       client sockets, each autobound and unconnected (default 16)\n"
-        "  --window W        datagrams in flight per client; 1 is ping-pong (default 32)\n"
-        "  --size BYTES      datagram size, 16..65536 (default 64)\n"
-        "  --duration S      seconds measured (default 3)\n"
-        "  --warmup S        seconds of load before the measurement (default 1)\n"
-        "  --server-pid PID  the server's process: report its CPU time per datagram\n"
-        "  --threads T       load threads, the clients split among them (default 1)\n"
-        "  --json            print the result as one JSON object on stdout\n",
-        out);
-}
-
-template <class T>
-T parse_number(std::string_view option, std::string_view text, T low, T high) {
-    T value{};
-    const auto* end = text.data() + text.size();
-    auto [ptr, ec] = std::from_chars(text.data(), end, value);
-    if (ec != std::errc{} || ptr != end || text.empty() || value < low || value > high) {
-        die(std::string(option) + ": invalid value '" + std::string(text) + "' (expected " + std::to_string(low) +
-            ".." + std::to_string(high) + ")");
-    }
-    return value;
-}
-
-double parse_seconds(std::string_view option, std::string_view text, bool zero_ok) {
-    const std::string copy(text);
-    char* end = nullptr;
-    const double value = std::strtod(copy.c_str(), &end);
-    if (copy.empty() || *end != '\0' || !(zero_ok ? value >= 0.0 : value > 0.0) || value > 86400.0) {
-        die(std::string(option) + ": invalid value '" + copy + "' (expected seconds" + (zero_ok ? ", >= 0)" : ", > 0)"));
-    }
-    return value;
-}
-
+/// Command line (CLI11). A bad value exits 2 with one line naming it.
 Options parse_options(int argc, char** argv) {
     Options o;
-    bool have_path = false;
-    for (int i = 1; i < argc; ++i) {
-        std::string_view arg = argv[i];
-        std::string_view value;
-        bool inline_value = false;
-        if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
-            value = arg.substr(eq + 1);
-            arg = arg.substr(0, eq);
-            inline_value = true;
-        }
-        if (arg == "--help" || arg == "-h") {
-            usage(stdout);
-            std::exit(0);
-        }
-        if (arg == "--json") {
-            o.json = true;
-            continue;
-        }
-        static constexpr std::string_view kValued[] = {"--path",     "--clients",  "--window",  "--size",
-                                                       "--duration", "--warmup",   "--server-pid", "--threads"};
-        if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued)) {
-            usage(stderr);
-            die("unknown option '" + std::string(arg) + "'");
-        }
-        if (!inline_value) {
-            if (i + 1 >= argc) die(std::string(arg) + " needs a value");
-            value = argv[++i];
-        }
-        if (arg == "--path") {
-            o.path = value;
-            have_path = true;
-        } else if (arg == "--clients") {
-            o.clients = parse_number<unsigned>(arg, value, 1, 100000);
-        } else if (arg == "--window") {
-            o.window = parse_number<unsigned>(arg, value, 1, 65536);
-        } else if (arg == "--size") {
-            o.size = parse_number<std::size_t>(arg, value, kHeaderSize, kMaxDatagram);
-        } else if (arg == "--duration") {
-            o.duration_s = parse_seconds(arg, value, false);
-        } else if (arg == "--warmup") {
-            o.warmup_s = parse_seconds(arg, value, true);
-        } else if (arg == "--server-pid") {
-            o.server_pid = parse_number<pid_t>(arg, value, 1, 1 << 30);
-        } else {
-            o.threads = parse_number<unsigned>(arg, value, 1, 256);
-        }
+    pid_t server_pid = 0;
+    CLI::App app{"unixgram-bench: verified echo load with latency and server CPU per datagram"};
+    app.add_option("--path", o.path, "the echo server's address ('@name' for an abstract name)")->required();
+    app.add_option("--clients", o.clients, "client sockets, each autobound and unconnected")
+        ->check(CLI::Range(1u, 100000u));
+    app.add_option("--window", o.window, "datagrams in flight per client; 1 is ping-pong")->check(CLI::Range(1u, 65536u));
+    app.add_option("--size", o.size, "datagram size in bytes")->check(CLI::Range(kHeaderSize, kMaxDatagram));
+    app.add_option("--duration", o.duration_s, "seconds measured")->check(CLI::Range(1e-3, 86400.0));
+    app.add_option("--warmup", o.warmup_s, "seconds of load before the measurement")->check(CLI::Range(0.0, 86400.0));
+    auto* pid = app.add_option("--server-pid", server_pid, "the server's process: report its CPU time per datagram")
+                    ->check(CLI::Range(1, 1 << 30));
+    app.add_option("--threads", o.threads, "load threads, the clients split among them")->check(CLI::Range(1u, 256u));
+    app.add_flag("--json", o.json, "print the result as one JSON object on stdout");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        std::exit(app.exit(e));
+    } catch (const CLI::ParseError& e) {
+        die(e.what());
     }
-    if (!have_path) {
-        usage(stderr);
-        die("--path is required");
-    }
+    if (pid->count() > 0) o.server_pid = server_pid;
     if (o.threads > o.clients) die("--threads " + std::to_string(o.threads) + " is more than --clients");
     return o;
 }

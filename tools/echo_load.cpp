@@ -17,6 +17,7 @@
 // Exit status: 0 when every reply was right and none was lost, 1 otherwise, 2 for a usage or setup error.
 
 #include <fcntl.h>
+#include <CLI/CLI.hpp>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -24,7 +25,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -84,83 +84,22 @@ volatile std::sig_atomic_t g_stop = 0;
     die(what + ": " + std::generic_category().message(error));
 }
 
-void usage(std::FILE* out) {
-    std::fputs("usage: unixgram-load --path PATH [--clients N] [--window W] [--size BYTES] [--duration S] [--json]\n"
-               "  --path PATH      the echo server's address ('@name' for an abstract name)\n"
-               "  --clients N      client sockets, each autobound (default 16)\n"
-               "  --window W       datagrams in flight per client (default 8)\n"
-               "  --size BYTES     datagram size, 8..65536 (default 64)\n"
-               "  --duration S     seconds of load (default 3)\n"
-               "  --json           print the result as one JSON object on stdout\n",
-               out);
-}
-
-template <class T>
-T parse_number(std::string_view option, std::string_view text, T low, T high) {
-    T value{};
-    const auto* end = text.data() + text.size();
-    auto [ptr, ec] = std::from_chars(text.data(), end, value);
-    if (ec != std::errc{} || ptr != end || text.empty() || value < low || value > high) {
-        die(std::string(option) + ": invalid value '" + std::string(text) + "' (expected " + std::to_string(low) +
-            ".." + std::to_string(high) + ")");
-    }
-    return value;
-}
-
-double parse_seconds(std::string_view text) {
-    char* end = nullptr;
-    const std::string copy(text);
-    const double value = std::strtod(copy.c_str(), &end);
-    if (copy.empty() || *end != '\0' || !(value > 0.0) || value > 86400.0) {
-        die("--duration: invalid value '" + copy + "' (expected seconds, > 0)");
-    }
-    return value;
-}
-
+/// Command line (CLI11). A bad value exits 2 with one line naming it.
 Options parse_options(int argc, char** argv) {
     Options options;
-    bool have_path = false;
-    for (int i = 1; i < argc; ++i) {
-        std::string_view arg = argv[i];
-        std::string_view value;
-        bool inline_value = false;
-        if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
-            value = arg.substr(eq + 1);
-            arg = arg.substr(0, eq);
-            inline_value = true;
-        }
-        if (arg == "--help" || arg == "-h") {
-            usage(stdout);
-            std::exit(0);
-        }
-        if (arg == "--json") {
-            options.json = true;
-            continue;
-        }
-        if (arg != "--path" && arg != "--clients" && arg != "--window" && arg != "--size" && arg != "--duration") {
-            usage(stderr);
-            die("unknown option '" + std::string(arg) + "'");
-        }
-        if (!inline_value) {
-            if (i + 1 >= argc) die(std::string(arg) + " needs a value");
-            value = argv[++i];
-        }
-        if (arg == "--path") {
-            options.path = value;
-            have_path = true;
-        } else if (arg == "--clients") {
-            options.clients = parse_number<unsigned>(arg, value, 1, 65536);
-        } else if (arg == "--window") {
-            options.window = parse_number<unsigned>(arg, value, 1, 1u << 20);
-        } else if (arg == "--size") {
-            options.size = parse_number<std::size_t>(arg, value, kHeaderSize, kMaxDatagram);
-        } else {
-            options.duration_s = parse_seconds(value);
-        }
-    }
-    if (!have_path) {
-        usage(stderr);
-        die("--path is required");
+    CLI::App app{"unixgram-load: drives verified echo load at a Unix datagram server"};
+    app.add_option("--path", options.path, "the echo server's address ('@name' for an abstract name)")->required();
+    app.add_option("--clients", options.clients, "client sockets, each autobound")->check(CLI::Range(1u, 65536u));
+    app.add_option("--window", options.window, "datagrams in flight per client")->check(CLI::Range(1u, 1u << 20));
+    app.add_option("--size", options.size, "datagram size in bytes")->check(CLI::Range(kHeaderSize, kMaxDatagram));
+    app.add_option("--duration", options.duration_s, "seconds of load")->check(CLI::Range(1e-3, 86400.0));
+    app.add_flag("--json", options.json, "print the result as one JSON object on stdout");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        std::exit(app.exit(e));
+    } catch (const CLI::ParseError& e) {
+        die(e.what());
     }
     return options;
 }
