@@ -48,8 +48,10 @@ struct ServerOptions {
     UnnamedAddresses unnamed_addresses = UnnamedAddresses::ignore;
     /// Where the server logs; default: the "unixgram" logger (stderr, created on first use).
     std::shared_ptr<spdlog::logger> logger;
-    /// Worker shards. This version runs every server on one shard; values above 1 are accepted
-    /// (and logged) so that configurations stay valid when sharding lands.
+    /// Loop threads (1–1024). Shard 0 (the thread of serve_forever / start) reads the socket; each
+    /// client address hashes to one shard, where all its sessions run, in order. Handlers then run on
+    /// several threads at once: shared state in the handler needs its own synchronisation, and a
+    /// Client copy must stay on its shard's thread. max_total_queued_bytes is split evenly.
     unsigned shards = 1;
     /// Receive SCM_RIGHTS / SCM_CREDENTIALS so handlers can claim them (RecvParams::ancillary).
     bool receive_ancillary_data = false;

@@ -13,6 +13,7 @@ struct BackendConfig {
     std::size_t max_datagram_size = 65536;
     bool receive_control = false;  ///< reserve room for SCM_RIGHTS / SCM_CREDENTIALS
     ServerStatsCounters* stats = nullptr;
+    bool receiver = true;  ///< reads the socket (shard 0); other shards only send on it
 };
 
 }  // namespace unixgram::detail

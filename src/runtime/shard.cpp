@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "runtime/mailbox.hpp"
 #include "server/server_core.hpp"
 #include "unixgram/detail/frame_pool.hpp"
 #include "unixgram/errors.hpp"
@@ -148,8 +149,8 @@ void cancel_context(ExecContext& ctx) noexcept {
 
 Shard* Shard::current() noexcept { return tls_shard; }
 
-Shard::Shard(ServerCore& core, int socket_fd, const BackendConfig& config)
-    : core_(core), backend_(*this, socket_fd, config) {
+Shard::Shard(ServerCore& core, unsigned index, int socket_fd, const BackendConfig& config)
+    : core_(core), index_(index), backend_(*this, socket_fd, config) {
     previous_current_ = tls_shard;
     tls_shard = this;
     ready_.reserve(256);
@@ -207,12 +208,30 @@ void Shard::fire_timers() noexcept {
     while (TimerNode* n = timers_.pop_expired(now)) n->fire(n);
 }
 
+void Shard::attach(ServerShard* server) noexcept {
+    server_ = server;
+    sharded_ = server != nullptr && core_.options.shards > 1;
+}
+
 void Shard::run_once(bool may_block) {
     // Wait first, run second: the caller checks its exit condition right after the work ran.
     backend_.flush();  // may complete sends (epoll) and arm retry timers: before reading the deadline
-    const bool block = may_block && !has_ready_work();
+    bool block = may_block && !has_ready_work();
+    if (sharded_) {
+        server_->before_poll();  // shard 0: publish the mailboxes, wake sleeping owners
+        if (block && server_->inbox != nullptr) {
+            // Announce the sleep, then look at the mailbox once more (pairs with before_poll's fence).
+            sleeping_.store(true, std::memory_order_relaxed);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (!server_->inbox->empty()) block = false;
+        }
+    }
     const auto deadline = timers_.empty() ? Clock::time_point::max() : timers_.top()->deadline;
     backend_.poll(block, deadline);
+    if (sharded_ && server_->inbox != nullptr) {
+        sleeping_.store(false, std::memory_order_relaxed);
+        server_->drain_inbox();
+    }
     fire_timers();
     run_ready();
 }
@@ -271,7 +290,7 @@ void Shard::retry_fire(TimerNode* n) noexcept { tls_shard->retry_now(static_cast
 void Shard::on_send_complete(SendOp* op, int result) noexcept {
     op->in_kernel = false;
     --ops_in_kernel_;
-    auto& stats = core_.stats;
+    auto& stats = core_.stats[index_];
     if (result == -EAGAIN || result == -ENOBUFS) {
         ServerStatsCounters::add(stats.send_retries);
         if (op->waiter == nullptr) {
@@ -313,6 +332,6 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
     release_op(op);
 }
 
-void Shard::on_datagram(RecvDatagram& d) noexcept { core_.on_datagram(d); }
+void Shard::on_datagram(RecvDatagram& d) noexcept { server_->on_received(d); }
 
 }  // namespace unixgram::detail

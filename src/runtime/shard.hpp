@@ -15,11 +15,12 @@
 namespace unixgram::detail {
 
 struct ServerCore;
+struct ServerShard;
 
 class Shard {
 public:
-    /// Creates the backend on the calling thread, which becomes the loop thread.
-    Shard(ServerCore& core, int socket_fd, const BackendConfig& config);
+    /// Creates the backend on the calling thread, which becomes the loop thread of shard `index`.
+    Shard(ServerCore& core, unsigned index, int socket_fd, const BackendConfig& config);
     ~Shard();
     Shard(const Shard&) = delete;
     Shard& operator=(const Shard&) = delete;
@@ -49,12 +50,22 @@ public:
     Backend& backend() noexcept { return backend_; }
     /// Thread-safe: interrupts a blocking wait.
     void wake() noexcept { backend_.wake(); }
+    /// Thread-safe: true once per sleep of this shard's loop — the caller must then notify() it.
+    bool claim_wake() noexcept {
+        return sleeping_.load(std::memory_order_relaxed) && sleeping_.exchange(false, std::memory_order_acq_rel);
+    }
+    /// Wakes `target` from this shard's loop (IORING_OP_MSG_RING on io_uring, its eventfd on epoll).
+    void notify(Shard& target) noexcept { backend_.notify(target.backend_); }
 
     // Called by the backend.
     void on_datagram(RecvDatagram& d) noexcept;
     void on_send_complete(SendOp* op, int result) noexcept;
 
     ServerCore& core() noexcept { return core_; }
+    unsigned index() const noexcept { return index_; }
+    /// The server state this shard runs (set while a run is in progress).
+    ServerShard& server() noexcept { return *server_; }
+    void attach(ServerShard* server) noexcept;
 
     /// The shard of the calling thread, or nullptr.
     static Shard* current() noexcept;
@@ -73,6 +84,10 @@ private:
     static void retry_fire(TimerNode* n) noexcept;
 
     ServerCore& core_;
+    const unsigned index_;
+    ServerShard* server_ = nullptr;
+    bool sharded_ = false;          ///< the server runs several shards: mailbox hooks each turn
+    std::atomic<bool> sleeping_{false};  ///< blocked (or about to block) waiting for I/O
     std::vector<ReadyItem> ready_, running_;
     std::vector<Deferred> deferred_, deferred_running_;
     TimerHeap timers_;

@@ -15,6 +15,7 @@
 namespace unixgram::detail {
 
 struct ServerCore;
+struct ServerShard;
 
 /// A datagram copied out of the receive buffer because its client's session was busy. One
 /// allocation holds the header, the fds and the payload.
@@ -53,7 +54,8 @@ struct ClientState {
     bool orphaned = false;                  ///< outlived its run (held by user code): closed
 
     // cold
-    ServerCore* core = nullptr;
+    ServerShard* home = nullptr;            ///< the shard that owns this client (valid until orphaned)
+    ServerCore* core = nullptr;             ///< its server (outlives the run)
     UnixAddress address;
     ClientState* idle_prev = nullptr;       ///< idle LRU links (no session, no queue, no refs)
     ClientState* idle_next = nullptr;

@@ -62,7 +62,7 @@ void detach_send(Waiter* w) noexcept {
         op->client = nullptr;  // the client state may go before the kernel completes the op
         op->waiter = nullptr;  // released when the kernel completes it
     } else {
-        ServerStatsCounters::add(shard->core().stats.sends_abandoned);
+        ServerStatsCounters::add(shard->server().stats.sends_abandoned);
         shard->release_op(op);  // waiting for a retry: drop it now
     }
 }
@@ -92,19 +92,19 @@ void QueuedDatagram::destroy(QueuedDatagram* q) noexcept {
     frame_deallocate(q, bytes);
 }
 
-void ServerCore::close_fds(int* fds, std::uint32_t count) noexcept {
+void ServerShard::close_fds(int* fds, std::uint32_t count) noexcept {
     for (std::uint32_t i = 0; i < count; ++i) ::close(fds[i]);
     if (count > 0) ServerStatsCounters::add(stats.fds_closed, count);
 }
 
-void ServerCore::release_queued(QueuedDatagram* q) noexcept {
+void ServerShard::release_queued(QueuedDatagram* q) noexcept {
     close_fds(q->fds(), q->fd_count);
     QueuedDatagram::destroy(q);
 }
 
 // ---- dispatch -----------------------------------------------------------------------------------
 
-ClientState* ServerCore::find_or_create(const UnixAddress& address) {
+ClientState* ServerShard::find_or_create(const UnixAddress& address) {
     auto [it, inserted] = clients.try_emplace(address, nullptr);  // one hash for lookup and insert
     if (!inserted) {
         idle.remove(it->second);
@@ -116,32 +116,13 @@ ClientState* ServerCore::find_or_create(const UnixAddress& address) {
         clients.erase(it);
         throw;
     }
-    it->second->core = this;
+    it->second->home = this;
+    it->second->core = &core;
     it->second->address = address;
     return it->second;
 }
 
-void ServerCore::on_datagram(RecvDatagram& d) noexcept {
-    ServerStatsCounters::add(stats.datagrams_received);
-    ServerStatsCounters::add(stats.bytes_received, d.real_length);
-    if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
-    const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
-    if (d.truncated) {
-        ServerStatsCounters::add(stats.dropped_truncated);
-        truncated_log.log(*log, spdlog::level::warn,
-                          "Dropped a datagram of {} bytes from {}: larger than max_datagram_size ({})", d.real_length,
-                          sender.to_string(), options.max_datagram_size);
-        close_fds(d.fds, d.fd_count);
-        return;
-    }
-    if (sender.is_unnamed() && options.unnamed_addresses != UnnamedAddresses::handle) {
-        ServerStatsCounters::add(stats.dropped_unnamed);
-        const auto level =
-            options.unnamed_addresses == UnnamedAddresses::warn ? spdlog::level::warn : spdlog::level::debug;
-        unnamed_log.log(*log, level, "A datagram received from an unbound UNIX datagram socket has been dropped.");
-        close_fds(d.fds, d.fd_count);
-        return;
-    }
+void ServerShard::dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept {
     ClientState* c;
     try {
         c = find_or_create(sender);
@@ -150,7 +131,7 @@ void ServerCore::on_datagram(RecvDatagram& d) noexcept {
         close_fds(d.fds, d.fd_count);
         return;
     }
-    if (SendOp* blocked = c->blocked_send; blocked != nullptr) shard->retry_now(blocked);
+    if (SendOp* blocked = c->blocked_send; blocked != nullptr) shard.retry_now(blocked);
     if (c->session == nullptr && !c->restart_scheduled && c->head == nullptr && !tearing_down) {
         // Idle client: start its session on this datagram, parsed straight from the receive buffer.
         c->inline_datagram = &d;
@@ -178,11 +159,11 @@ void ServerCore::on_datagram(RecvDatagram& d) noexcept {
         RecvWait* w = c->recv_waiter;
         c->recv_waiter = nullptr;
         w->has_datagram = true;
-        shard->timers().cancel(&w->waiter.timer);
+        shard.timers().cancel(&w->waiter.timer);
         if (w->waiter.ctx->waiting == &w->waiter) w->waiter.ctx->waiting = nullptr;
         w->waiter.status = WaitStatus::ok;
         c->inline_datagram = &d;
-        shard->resume_now(w->waiter.handle, w->waiter.ctx);
+        shard.resume_now(w->waiter.handle, w->waiter.ctx);
         if (c->inline_datagram == &d) {  // cannot happen: await_resume consumes it at once
             c->inline_datagram = nullptr;
             enqueue(c, d);
@@ -192,10 +173,10 @@ void ServerCore::on_datagram(RecvDatagram& d) noexcept {
     enqueue(c, d);
 }
 
-void ServerCore::enqueue(ClientState* c, RecvDatagram& d) noexcept {
-    if (c->queued_count >= options.max_queued_datagrams || c->queued_bytes + d.payload.size() > options.max_queued_bytes) {
+void ServerShard::enqueue(ClientState* c, RecvDatagram& d) noexcept {
+    if (c->queued_count >= core.options.max_queued_datagrams || c->queued_bytes + d.payload.size() > core.options.max_queued_bytes) {
         ServerStatsCounters::add(stats.dropped_queue_full);
-        queue_full_log.log(*log, spdlog::level::warn,
+        queue_full_log.log(*core.log, spdlog::level::warn,
                            "Dropped a datagram from {}: its queue is full ({} datagrams, {} bytes)",
                            c->address.to_string(), c->queued_count, c->queued_bytes);
         close_fds(d.fds, d.fd_count);
@@ -217,19 +198,7 @@ void ServerCore::enqueue(ClientState* c, RecvDatagram& d) noexcept {
     update_receive_pause();
     if (c->session == nullptr && !c->restart_scheduled && !tearing_down) {
         c->restart_scheduled = true;
-        shard->defer(&ServerCore::restart_client, c);
-    }
-}
-
-void ServerCore::update_receive_pause() noexcept {
-    if (!receive_paused && total_queued_bytes > options.max_total_queued_bytes) {
-        // Kernel backpressure: senders wait (or get EAGAIN) instead of anything being dropped.
-        receive_paused = true;
-        ServerStatsCounters::add(stats.receive_pauses);
-        shard->backend().stop_receiving();
-    } else if (receive_paused && total_queued_bytes <= options.max_total_queued_bytes / 2) {
-        receive_paused = false;
-        if (serving.load(std::memory_order_relaxed)) shard->backend().start_receiving();
+        shard.defer(&ServerShard::restart_client, c);
     }
 }
 
@@ -243,23 +212,23 @@ QueuedDatagram* pop_front(ClientState* c) noexcept {
     return q;
 }
 
-void ServerCore::restart_client(void* arg) {
+void ServerShard::restart_client(void* arg) {
     auto* c = static_cast<ClientState*>(arg);
-    ServerCore* core = c->core;
+    ServerShard* home = c->home;
     c->restart_scheduled = false;
-    if (c->session != nullptr || c->head == nullptr || core->tearing_down) {
-        core->maybe_idle(c);
+    if (c->session != nullptr || c->head == nullptr || home->tearing_down) {
+        home->maybe_idle(c);
         return;
     }
     c->held = pop_front(c);  // H12: a new session consumes the oldest queued datagram
-    core->start_session(c);
-    core->maybe_idle(c);
+    home->start_session(c);
+    home->maybe_idle(c);
 }
 
-void ServerCore::start_session(ClientState* c) noexcept {
+void ServerShard::start_session(ClientState* c) noexcept {
     SessionPromiseBase* p = nullptr;
     try {
-        p = hooks.create_session(hooks.self, c);
+        p = core.hooks.create_session(core.hooks.self, c);
     } catch (...) {
         ServerStatsCounters::add(stats.handler_errors);
         log_handler_exception(c, std::current_exception());
@@ -272,15 +241,15 @@ void ServerCore::start_session(ClientState* c) noexcept {
         return;
     }
     p->client = c;
-    p->ctx.shard = shard;
-    p->ctx.vars = default_vars;
+    p->ctx.shard = &shard;
+    p->ctx.vars = core.default_vars;
     c->session = p;
     ++live_sessions;
     ServerStatsCounters::add(stats.sessions_started);
-    shard->resume_now(p->self, &p->ctx);
+    shard.resume_now(p->self, &p->ctx);
 }
 
-void ServerCore::maybe_idle(ClientState* c) noexcept {
+void ServerShard::maybe_idle(ClientState* c) noexcept {
     if (c->session != nullptr || c->restart_scheduled || c->head != nullptr || c->held != nullptr || c->refs > 0 ||
         c->in_idle)
         return;
@@ -290,38 +259,38 @@ void ServerCore::maybe_idle(ClientState* c) noexcept {
     }
     if (tearing_down) return;  // teardown_clients() frees everything
     idle.push_back(c);
-    while (idle.size() > options.idle_client_cache) destroy_client(idle.front());
+    while (idle.size() > core.options.idle_client_cache) destroy_client(idle.front());
 }
 
-void ServerCore::destroy_client(ClientState* c) noexcept {
+void ServerShard::destroy_client(ClientState* c) noexcept {
     idle.remove(c);
     clients.erase(c->address);
     delete c;
 }
 
-void ServerCore::log_handler_exception(const ClientState* c, std::exception_ptr error) noexcept {
+void ServerShard::log_handler_exception(const ClientState* c, std::exception_ptr error) noexcept {
     const std::string address = c != nullptr ? c->address.to_string() : "<unknown>";
     try {
         std::rethrow_exception(error);
     } catch (const Cancelled&) {
         return;  // the server cancelled it: not an error
     } catch (const ClientClosedError&) {
-        log->warn("There have been attempts to do operation on closed client {}", address);
+        core.log->warn("There have been attempts to do operation on closed client {}", address);
         return;
     } catch (...) {
     }
     try {
         const std::string what = describe(error);
-        log->error("----------------------------------------");
-        log->error("Exception occurred during processing of request from {}: {}", address, what);
-        log->error("----------------------------------------");
+        core.log->error("----------------------------------------");
+        core.log->error("Exception occurred during processing of request from {}: {}", address, what);
+        core.log->error("----------------------------------------");
     } catch (...) {
     }
 }
 
 void session_finished(SessionPromiseBase& p) noexcept {
     ClientState* c = p.client;
-    ServerCore* core = c->core;
+    ServerShard* home = c->home;
     if (p.error) {
         bool counted = true;
         try {
@@ -330,31 +299,31 @@ void session_finished(SessionPromiseBase& p) noexcept {
             counted = false;
         } catch (...) {
         }
-        if (counted) ServerStatsCounters::add(core->stats.handler_errors);
-        core->log_handler_exception(c, p.error);
+        if (counted) ServerStatsCounters::add(home->stats.handler_errors);
+        home->log_handler_exception(c, p.error);
     }
     if (!p.started_yielding) {
         // Returned (or failed) before its first co_yield: the datagram that started it is dropped (H6).
-        ServerStatsCounters::add(core->stats.dropped_unconsumed);
+        ServerStatsCounters::add(home->stats.dropped_unconsumed);
         if (c->inline_datagram != nullptr) {
-            core->close_fds(c->inline_datagram->fds, c->inline_datagram->fd_count);
+            home->close_fds(c->inline_datagram->fds, c->inline_datagram->fd_count);
             c->inline_datagram->fd_count = 0;
             c->inline_datagram = nullptr;
         }
         if (c->held != nullptr) {
-            core->total_queued_bytes -= c->held->size;
-            core->release_queued(std::exchange(c->held, nullptr));
+            home->total_queued_bytes -= c->held->size;
+            home->release_queued(std::exchange(c->held, nullptr));
         }
     }
     c->recv_waiter = nullptr;
     c->session = nullptr;
-    --core->live_sessions;
+    --home->live_sessions;
     p.self.destroy();
-    if (c->head != nullptr && !core->tearing_down && !c->restart_scheduled) {
+    if (c->head != nullptr && !home->tearing_down && !c->restart_scheduled) {
         c->restart_scheduled = true;
-        core->shard->defer(&ServerCore::restart_client, c);
+        home->shard.defer(&ServerShard::restart_client, c);
     } else {
-        core->maybe_idle(c);
+        home->maybe_idle(c);
     }
 }
 
@@ -391,27 +360,27 @@ bool recv_suspend(SessionPromiseBase& p, RecvWait& w, std::coroutine_handle<> h)
     return true;
 }
 
-bool ancillary_enabled(const SessionPromiseBase& p) noexcept { return p.client->core->options.receive_ancillary_data; }
+bool ancillary_enabled(const SessionPromiseBase& p) noexcept { return p.client->home->core.options.receive_ancillary_data; }
 
 void recv_discard_first(SessionPromiseBase& p) noexcept {
     if (p.started_yielding) return;  // later co_yield: nothing was consumed (H10)
     p.started_yielding = true;
     ClientState* c = p.client;
-    ServerCore* core = c->core;
-    ServerStatsCounters::add(core->stats.dropped_unconsumed);
+    ServerShard* home = c->home;
+    ServerStatsCounters::add(home->stats.dropped_unconsumed);
     if (c->inline_datagram != nullptr) {
-        core->close_fds(c->inline_datagram->fds, c->inline_datagram->fd_count);
+        home->close_fds(c->inline_datagram->fds, c->inline_datagram->fd_count);
         c->inline_datagram->fd_count = 0;
         c->inline_datagram = nullptr;
     } else if (c->held != nullptr) {
-        core->total_queued_bytes -= c->held->size;
-        core->release_queued(std::exchange(c->held, nullptr));
+        home->total_queued_bytes -= c->held->size;
+        home->release_queued(std::exchange(c->held, nullptr));
     }
 }
 
 void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
     ClientState* c = p.client;
-    ServerCore* core = c->core;
+    ServerShard* home = c->home;
     std::span<const std::byte> payload;
     int* fds;
     std::uint32_t fd_count;
@@ -428,14 +397,14 @@ void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
         control_truncated = d->control_truncated;
     } else {
         owned = c->held != nullptr ? std::exchange(c->held, nullptr) : pop_front(c);
-        core->total_queued_bytes -= owned->size;
+        home->total_queued_bytes -= owned->size;
         payload = {owned->payload(), owned->size};
         fds = owned->fds();
         fd_count = std::exchange(owned->fd_count, 0u);
         has_credentials = owned->has_credentials;
         credentials = owned->credentials;
         control_truncated = owned->control_truncated;
-        if (core->receive_paused) core->update_receive_pause();
+        if (home->receive_paused) home->update_receive_pause();
     }
     struct Free {
         QueuedDatagram* q;
@@ -449,19 +418,19 @@ void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
         try {
             claim->fds.reserve(fd_count);
         } catch (...) {
-            core->close_fds(fds, fd_count);
+            home->close_fds(fds, fd_count);
             throw;
         }
         for (std::uint32_t i = 0; i < fd_count; ++i) claim->fds.emplace_back(fds[i]);
         if (has_credentials) claim->credentials = Credentials{credentials.pid, credentials.uid, credentials.gid};
         claim->truncated = control_truncated;
     } else {
-        core->close_fds(fds, fd_count);  // unclaimed fds are closed (A6)
+        home->close_fds(fds, fd_count);  // unclaimed fds are closed (A6)
     }
     try {
-        p.parse(out, core->hooks.protocol, payload);
+        p.parse(out, home->core.hooks.protocol, payload);
     } catch (const ParseError&) {
-        ServerStatsCounters::add(core->stats.parse_errors);
+        ServerStatsCounters::add(home->stats.parse_errors);
         throw;
     } catch (...) {
         std::throw_with_nested(std::runtime_error("protocol.build_packet() crashed"));
@@ -473,11 +442,16 @@ void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
 void client_ref(ClientState* c) noexcept { ++c->refs; }
 
 void client_unref(ClientState* c) noexcept {
-    if (--c->refs == 0) c->core->maybe_idle(c);
+    if (--c->refs > 0) return;
+    if (c->orphaned) {
+        delete c;  // its run is over
+    } else {
+        c->home->maybe_idle(c);
+    }
 }
 
 bool client_is_closing(const ClientState* c) noexcept {
-    return c->orphaned || c->core->tearing_down || !c->core->service_available.load(std::memory_order_relaxed);
+    return c->orphaned || c->home->tearing_down || !c->core->service_available.load(std::memory_order_relaxed);
 }
 
 const UnixAddress& client_address(const ClientState* c) noexcept { return c->address; }
@@ -489,18 +463,23 @@ void* client_storage(ClientState* c) noexcept { return c->client_storage; }
 // ---- send_packet ------------------------------------------------------------------------------------
 
 SendOp* send_acquire(ClientState* c) {
-    if (client_is_closing(c) || c->core->shard == nullptr) throw ClientClosedError();
-    SendOp* op = c->core->shard->acquire_op();
+    if (client_is_closing(c)) throw ClientClosedError();
+    Shard* shard = Shard::current();
+    if (shard == nullptr || &shard->core() != c->core)
+        throw std::logic_error("Client::send_packet() can only be used on a loop thread of the client's server");
+    SendOp* op = shard->acquire_op();
     std::memcpy(&op->dest, &c->address.raw(), sizeof(op->dest));
     op->dest_length = c->address.length();
-    op->client = c;
+    // A reply sent from another shard goes out through that shard's ring; only the owner shard
+    // links it to the client state (to retry it when the client sends again).
+    op->client = &c->home->shard == shard ? c : nullptr;
     return op;
 }
 
 void send_prepare(SendOp* op, const void* response) {
-    ServerCore& core = Shard::current()->core();
+    const ServerHooks& hooks = Shard::current()->core().hooks;
     try {
-        core.hooks.make_datagram(core.hooks.protocol, response, op->buffer);
+        hooks.make_datagram(hooks.protocol, response, op->buffer);
     } catch (...) {
         Shard::current()->release_op(op);
         std::throw_with_nested(std::runtime_error("protocol.make_datagram() crashed"));

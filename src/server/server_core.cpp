@@ -8,6 +8,7 @@
 
 #include <stdexcept>
 
+#include "runtime/mailbox.hpp"
 #include "runtime/root_task.hpp"
 #include "runtime/shard.hpp"
 #include "server/socket_file.hpp"
@@ -61,6 +62,7 @@ ServerCore::ServerCore(Server& owner_, UnixAddress requested_, ServerOptions opt
                                     requested.to_string() + "': abstract and autobind sockets have no permissions");
     }
     log = options.logger ? options.logger : default_logger();
+    stats = std::make_unique<ServerStatsCounters[]>(options.shards);
 }
 
 ServerCore::~ServerCore() = default;
@@ -83,31 +85,97 @@ void ServerCore::close_socket_locked() noexcept {
     bound = UnixAddress();
 }
 
-void ServerCore::teardown_clients() noexcept {
-    for (auto& [address, c] : clients) {
-        std::size_t dropped = 0;
-        while (c->head != nullptr) {
-            QueuedDatagram* q = c->head;
-            c->head = q->next;
-            release_queued(q);
-            ++dropped;
+void ServerCore::wake_all_locked() noexcept {
+    for (ShardSlot& slot : slots)
+        if (slot.shard != nullptr) slot.shard->wake();
+}
+
+namespace {
+BackendConfig backend_config(ServerCore& core, unsigned index) {
+    BackendConfig config;
+    config.max_datagram_size = core.options.max_datagram_size;
+    config.receive_control = core.options.receive_ancillary_data;
+    config.stats = &core.stats[index];
+    config.receiver = index == 0;
+    return config;
+}
+}  // namespace
+
+void ServerCore::run_worker(unsigned index) {
+    try {
+        Shard sh(*this, index, fd, backend_config(*this, index));
+        ServerShard ss(*this, sh, index);
+        ss.inbox = slots[index].inbox.get();
+        ss.background = task_group_create();
+        {
+            std::lock_guard lock(mutex);
+            slots[index].shard = &sh;
+            slots[index].server = &ss;
+            slots[index].ready = true;
         }
-        c->tail = nullptr;
-        c->queued_count = c->queued_bytes = 0;
-        if (dropped > 0) {
-            ServerStatsCounters::add(stats.dropped_at_shutdown, dropped);
-            log->warn("Dropped {} datagram(s) from {} still queued at shutdown", dropped, address.to_string());
-        }
-        idle.remove(c);
-        if (c->session != nullptr) continue;  // stuck session (see serve): leak rather than dangle
-        if (c->refs > 0) {
-            c->orphaned = true;  // freed when the last Client copy goes
-        } else {
-            delete c;
+        changed.notify_all();
+        while (phase.load(std::memory_order_acquire) == kServing) sh.run_once(true);
+
+        // Shard 0 has stopped reading and published everything: dispatch it, then cancel (LIFO, as serve()).
+        ss.drain_inbox();
+        ss.cancel_all();
+        const auto limit = Clock::now() + kTeardownLimit;
+        while (ss.has_live_work() && Clock::now() < limit) sh.run_once(true);
+        if (ss.has_live_work())
+            log->error("Shard {}: {} session(s) and {} background task(s) did not end after cancellation "
+                       "(suspended outside unixgram?); abandoning them",
+                       index, ss.live_sessions, task_group_active(ss.background));
+        task_group_destroy(std::exchange(ss.background, nullptr));
+        workers_drained.fetch_add(1, std::memory_order_release);
+        slots[0].shard->wake();
+        // Client copies may still be held by service_init's resources: free the clients after its unwinding.
+        while (phase.load(std::memory_order_acquire) != kFinishing) sh.run_once(true);
+        ss.teardown_clients();
+        while (sh.ops_in_kernel() > 0 && Clock::now() < limit + kTeardownLimit) sh.run_once(true);
+        std::lock_guard lock(mutex);
+        slots[index].shard = nullptr;
+        slots[index].server = nullptr;
+    } catch (...) {
+        std::lock_guard lock(mutex);
+        slots[index].error = std::current_exception();
+        slots[index].ready = true;
+    }
+    changed.notify_all();
+}
+
+void ServerCore::start_workers(Shard& first) {
+    const unsigned n = options.shards;
+    {
+        std::unique_lock lock(mutex);
+        for (unsigned i = 1; i < n; ++i) slots[i].inbox = std::make_unique<Mailbox>(options.max_datagram_size);
+        for (unsigned i = 1; i < n; ++i) slots[i].thread = std::thread(&ServerCore::run_worker, this, i);
+        changed.wait(lock, [&] {
+            for (unsigned i = 1; i < n; ++i)
+                if (!slots[i].ready) return false;
+            return true;
+        });
+        for (unsigned i = 1; i < n; ++i) {
+            if (slots[i].error) {
+                auto error = slots[i].error;
+                lock.unlock();
+                stop_workers();
+                std::rethrow_exception(error);
+            }
         }
     }
-    clients.clear();
-    total_queued_bytes = 0;
+    first.server().connect_outboxes();
+}
+
+void ServerCore::stop_workers() noexcept {
+    phase.store(kFinishing, std::memory_order_release);
+    std::vector<std::thread> threads;
+    {
+        std::lock_guard lock(mutex);
+        wake_all_locked();
+        for (std::size_t i = 1; i < slots.size(); ++i)
+            if (slots[i].thread.joinable()) threads.push_back(std::move(slots[i].thread));
+    }
+    for (auto& t : threads) t.join();
 }
 
 void ServerCore::serve() {
@@ -115,34 +183,39 @@ void ServerCore::serve() {
         std::lock_guard lock(mutex);
         activate_locked();
     }
-    BackendConfig config;
-    config.max_datagram_size = options.max_datagram_size;
-    config.receive_control = options.receive_ancillary_data;
-    config.stats = &stats;
-    Shard sh(*this, fd, config);
+    const unsigned n = options.shards;
+    phase.store(kServing);
+    workers_drained.store(0);
+    pause_requests.store(0);
+    default_vars = nullptr;
+    Shard sh(*this, 0, fd, backend_config(*this, 0));
+    ServerShard ss(*this, sh, 0);
     {
         std::lock_guard lock(mutex);
-        shard = &sh;
+        slots.clear();
+        slots.resize(n);
+        slots[0].shard = &sh;
+        slots[0].server = &ss;
+        slots[0].ready = true;
         loop_thread = std::this_thread::get_id();
     }
-    struct ResetShard {
+    // Declared after sh and ss: on every way out, workers are stopped and joined before they go.
+    struct ResetSlots {
         ServerCore* core;
-        ~ResetShard() {
+        ~ResetSlots() {
+            core->stop_workers();
             std::lock_guard lock(core->mutex);
-            core->shard = nullptr;
+            core->slots.clear();
             core->loop_thread = {};
         }
-    } reset_shard{this};
+    } reset_slots{this};
 
-    tearing_down = false;
-    receive_paused = false;
+    ss.tearing_down = false;
     service_available = false;
-    default_vars = nullptr;
-    if (options.shards > 1)
-        log->info("shards = {} requested: this version serves every client on 1 shard", options.shards);
+    if (n > 1) start_workers(sh);  // before service_init: a shard that cannot start fails the run first
 
     ExitStack stack;
-    background = task_group_create();
+    ss.background = task_group_create();
     RootRun init;
     init.promise = start_root(call_service_init(this, &stack), sh, nullptr, &RootRun::on_done, &init);
     bool init_cancelled = false;
@@ -166,9 +239,14 @@ void ServerCore::serve() {
 
     if (!init.error && !stop_requested.load()) {
         service_available = true;
-        sh.backend().start_receiving();
+        ss.receive_enabled = true;
+        ss.refresh_receiving();
         serving = true;
-        log->info("Start serving at {}", bound.to_string());
+        if (n > 1) {
+            log->info("Start serving at {} on {} shards", bound.to_string(), n);
+        } else {
+            log->info("Start serving at {}", bound.to_string());
+        }
         {
             std::lock_guard lock(mutex);
             start_ready = true;
@@ -178,22 +256,29 @@ void ServerCore::serve() {
         log->info("Server loop break, waiting for remaining tasks...");
     }
 
-    // Teardown, LIFO: stop reading, cancel sessions and tasks and wait for them, then unwind the stack.
+    // Teardown, LIFO: stop reading and hand over what was read, cancel sessions and tasks on every
+    // shard and wait for them, then unwind the stack, then free the clients.
     serving = false;
-    sh.backend().stop_receiving();
-    while (sh.backend().receive_active()) sh.run_once(true);
-    tearing_down = true;
-    for (auto& [address, c] : clients)
-        if (c->session != nullptr) cancel_context(c->session->ctx);
-    task_group_cancel(background);
+    ss.receive_enabled = false;
+    ss.refresh_receiving();
+    while (sh.backend().receive_active() || sh.backend().messages_in_flight() > 0) sh.run_once(true);
+    ss.before_poll();  // publishes the last records
+    ss.drop_undelivered();
+    phase.store(kCancelling, std::memory_order_release);
+    {
+        std::lock_guard lock(mutex);
+        wake_all_locked();
+    }
+    ss.cancel_all();
     const auto limit = Clock::now() + kTeardownLimit;
-    while ((live_sessions > 0 || task_group_active(background) > 0) && Clock::now() < limit) sh.run_once(true);
-    if (live_sessions > 0 || task_group_active(background) > 0)
+    while (ss.has_live_work() && Clock::now() < limit) sh.run_once(true);
+    if (ss.has_live_work())
         log->error("{} session(s) and {} background task(s) did not end after cancellation (suspended outside "
                    "unixgram?); abandoning them",
-                   live_sessions, task_group_active(background));
-    task_group_destroy(background);
-    background = nullptr;
+                   ss.live_sessions, task_group_active(ss.background));
+    task_group_destroy(std::exchange(ss.background, nullptr));
+    // Workers have a deadline of their own; they report here when their sessions have ended.
+    while (workers_drained.load(std::memory_order_acquire) + 1 < n) sh.run_once(true);
     service_available = false;
 
     RootRun unwinding;
@@ -208,9 +293,14 @@ void ServerCore::serve() {
             log->error("An ExitStack callback of service_init failed");
         }
     }
-    teardown_clients();
+    phase.store(kFinishing, std::memory_order_release);
+    {
+        std::lock_guard lock(mutex);
+        wake_all_locked();
+    }
+    ss.teardown_clients();
     while (sh.ops_in_kernel() > 0 && Clock::now() < limit + kTeardownLimit) sh.run_once(true);
-    live_sessions = 0;
+    stop_workers();
     log->info("Server stopped");
     if (init.error) std::rethrow_exception(init.error);
 }
@@ -309,7 +399,7 @@ void Server::shutdown() {
     std::unique_lock lock(core_->mutex);
     if (!core_->running) return;
     core_->stop_requested.store(true, std::memory_order_release);
-    if (core_->shard != nullptr) core_->shard->wake();
+    core_->wake_all_locked();
     if (core_->on_loop_thread()) return;
     core_->changed.wait(lock, [&] { return !core_->running; });
 }
@@ -321,7 +411,7 @@ void Server::close() {
         core_->closed = true;
         if (core_->running && core_->on_loop_thread()) {
             core_->stop_requested.store(true, std::memory_order_release);
-            if (core_->shard != nullptr) core_->shard->wake();
+            core_->wake_all_locked();
             return;  // the socket is closed when serve_forever returns
         }
     }
@@ -342,15 +432,20 @@ UnixAddress Server::address() const {
     return core_->bound;
 }
 
-ServerStats Server::stats() const noexcept { return core_->stats.snapshot(); }
+ServerStats Server::stats() const noexcept {
+    ServerStats total;
+    for (unsigned i = 0; i < core_->options.shards; ++i) core_->stats[i].accumulate(total);
+    return total;
+}
 const ServerOptions& Server::options() const noexcept { return core_->options; }
 spdlog::logger& Server::logger() const noexcept { return *core_->log; }
 
 void Server::spawn(Task<> task) {
     detail::ExecContext& ctx = detail::require_context("Server::spawn()");
-    if (core_->background == nullptr || ctx.shard != core_->shard)
+    if (&ctx.shard->core() != core_.get() || ctx.shard->server().background == nullptr)
         throw std::logic_error("Server::spawn(): this server is not running on this thread");
-    detail::task_group_spawn(core_->background, std::move(task));
+    // The task runs on the caller's shard (the shard of the session that spawns it).
+    detail::task_group_spawn(ctx.shard->server().background, std::move(task));
 }
 
 }  // namespace unixgram

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// ServerCore: the server's engine — socket lifecycle, run loop, client table and sessions.
+// ServerCore: the server's engine — socket lifecycle, the shards' threads and their coordination.
 #pragma once
 
 #include <sys/types.h>
@@ -11,11 +11,9 @@
 #include <mutex>
 #include <optional>
 #include <thread>
-#include <unordered_map>
+#include <vector>
 
-#include "io/datagram.hpp"
-#include "server/client_state.hpp"
-#include "server/rate_limited_log.hpp"
+#include "server/server_shard.hpp"
 #include "server/stats_counters.hpp"
 #include "unixgram/address.hpp"
 #include "unixgram/options.hpp"
@@ -23,14 +21,18 @@
 
 namespace unixgram::detail {
 
+class Mailbox;
 class Shard;
-struct TaskGroupState;
 
-/// Hashes client addresses for the client table. Deliberately not noexcept: libstdc++ then stores each
-/// key's hash in its node, so a lookup compares stored hashes instead of re-hashing pathnames (measured in
-/// benchmarks/micro/client_table_benchmark.cpp: 41 → 24 ns per hit with 16 clients).
-struct AddressHash {
-    std::size_t operator()(const UnixAddress& a) const { return a.hash(); }
+/// One shard of a run: its loop thread's objects, published for the others once constructed.
+struct ShardSlot {
+    Shard* shard = nullptr;
+    ServerShard* server = nullptr;
+    std::unique_ptr<Mailbox> inbox;  ///< from shard 0 (workers)
+    std::thread thread;              ///< workers' threads (shard 0 runs on serve()'s caller)
+    std::exception_ptr error;        ///< the worker could not start
+    bool ready = false;
+    bool done = false;
 };
 
 struct ServerCore {
@@ -43,7 +45,8 @@ struct ServerCore {
     const ServerOptions options;
     const ServerHooks hooks;
     std::shared_ptr<spdlog::logger> log;
-    ServerStatsCounters stats;
+    /// One block of counters per shard (each written by its shard only); stats() sums them.
+    std::unique_ptr<ServerStatsCounters[]> stats;
 
     // ---- lifecycle (guarded by mutex) ----
     std::mutex mutex;
@@ -56,8 +59,8 @@ struct ServerCore {
     std::atomic<bool> serving{false};  ///< reading datagrams
     std::atomic<bool> stop_requested{false};
     std::atomic<bool> service_available{false};
-    Shard* shard = nullptr;            ///< the running loop's shard
-    std::thread::id loop_thread;
+    std::vector<ShardSlot> slots;      ///< one per shard while a run is in progress
+    std::thread::id loop_thread;       ///< shard 0's
     std::thread thread;                ///< start()'s thread
     std::exception_ptr start_error;
     bool start_ready = false;
@@ -66,30 +69,27 @@ struct ServerCore {
     void close_socket_locked() noexcept;
     void serve();                      ///< the body of serve_forever (running already set)
     bool on_loop_thread() const noexcept { return std::this_thread::get_id() == loop_thread; }
+    /// Wakes every shard of the run (thread-safe; mutex held).
+    void wake_all_locked() noexcept;
 
-    // ---- loop-thread state of one run ----
-    std::unordered_map<UnixAddress, ClientState*, AddressHash> clients;
-    IdleList idle;
-    std::size_t live_sessions = 0;
-    std::size_t total_queued_bytes = 0;
-    bool receive_paused = false;
-    bool tearing_down = false;
-    std::shared_ptr<const ContextMap> default_vars;
-    TaskGroupState* background = nullptr;
-    RateLimitedLog unnamed_log, truncated_log, queue_full_log;
+    // ---- shared by the shards of one run ----
+    /// Teardown phases, advanced by shard 0: workers follow with acquire loads.
+    enum Phase : int { kServing = 0, kCancelling = 1, kFinishing = 2 };
+    std::atomic<int> phase{kServing};
+    std::atomic<unsigned> workers_drained{0};  ///< workers whose sessions and tasks have ended
+    std::atomic<int> pause_requests{0};        ///< workers over their queued-bytes share
+    std::shared_ptr<const ContextMap> default_vars;  ///< from service_init; set before serving
 
-    void on_datagram(RecvDatagram& d) noexcept;
-    ClientState* find_or_create(const UnixAddress& address);
-    void start_session(ClientState* c) noexcept;
-    void maybe_idle(ClientState* c) noexcept;
-    void destroy_client(ClientState* c) noexcept;
-    void enqueue(ClientState* c, RecvDatagram& d) noexcept;
-    void release_queued(QueuedDatagram* q) noexcept;
-    void close_fds(int* fds, std::uint32_t count) noexcept;
-    void update_receive_pause() noexcept;
-    void log_handler_exception(const ClientState* c, std::exception_ptr error) noexcept;
-    void teardown_clients() noexcept;
-    static void restart_client(void* arg);
+    ServerShard* server_shard(unsigned i) noexcept { return slots[i].server; }
+    /// Which shard owns `address`'s client state.
+    unsigned owner_of(const UnixAddress& address) const noexcept {
+        return static_cast<unsigned>(address.hash() % options.shards);
+    }
+
+private:
+    void run_worker(unsigned index);
+    void start_workers(Shard& first);
+    void stop_workers() noexcept;
 };
 
 }  // namespace unixgram::detail

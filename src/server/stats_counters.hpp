@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// ServerStatsCounters: the live, atomic form of ServerStats (written by the loop, read anywhere).
+// ServerStatsCounters: the live, atomic form of ServerStats (one block per shard, written by that
+// shard's loop only, read anywhere).
 #pragma once
 
 #include <atomic>
@@ -15,22 +16,21 @@
 
 namespace unixgram::detail {
 
-struct ServerStatsCounters {
+struct alignas(64) ServerStatsCounters {
 #define UNIXGRAM_DECLARE(name) std::atomic<std::uint64_t> name{0};
     UNIXGRAM_STATS_FIELDS(UNIXGRAM_DECLARE)
 #undef UNIXGRAM_DECLARE
 
-    /// Only the loop thread writes, so a relaxed load + store is enough (no locked instruction).
+    /// Only the shard's loop thread writes, so a relaxed load + store is enough (no locked instruction).
     static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
         c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     }
 
-    ServerStats snapshot() const noexcept {
-        ServerStats s;
-#define UNIXGRAM_COPY(name) s.name = name.load(std::memory_order_relaxed);
-        UNIXGRAM_STATS_FIELDS(UNIXGRAM_COPY)
-#undef UNIXGRAM_COPY
-        return s;
+    /// Adds these counters to `s` (stats() sums the shards' blocks).
+    void accumulate(ServerStats& s) const noexcept {
+#define UNIXGRAM_ADD(name) s.name += name.load(std::memory_order_relaxed);
+        UNIXGRAM_STATS_FIELDS(UNIXGRAM_ADD)
+#undef UNIXGRAM_ADD
     }
 };
 

@@ -50,11 +50,11 @@ EpollBackend::EpollBackend(Shard& shard, int socket_fd, const BackendConfig& con
     }
     // One extra byte detects datagrams over the limit (MSG_TRUNC also reports their real length).
     buffer_size_ = config.max_datagram_size + 1;
-    buffers_ = std::make_unique<std::byte[]>(buffer_size_ * kBatch);
-    if (control_) controls_ = std::make_unique<std::byte[]>(kControlSize * kBatch);
-    for (std::size_t i = 0; i < kBatch; ++i) {
-        recv_iovs_[i] = {buffers_.get() + i * buffer_size_, buffer_size_};
-    }
+    // Only the receiving shard reads; the others keep one slot so that the pointers below are valid.
+    const std::size_t slots = config.receiver ? kBatch : 1;
+    buffers_ = std::make_unique<std::byte[]>(buffer_size_ * slots);
+    if (control_) controls_ = std::make_unique<std::byte[]>(kControlSize * slots);
+    for (std::size_t i = 0; i < slots; ++i) recv_iovs_[i] = {buffers_.get() + i * buffer_size_, buffer_size_};
     pending_sends_.reserve(kBatch);
     flushing_.reserve(kBatch);
     send_msgs_.reserve(kBatch);

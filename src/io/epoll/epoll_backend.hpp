@@ -35,6 +35,9 @@ public:
     void flush() noexcept { flush_sends(); }
     void poll(bool block, Clock::time_point deadline) noexcept;
     void wake() noexcept;
+    /// Wakes `target`'s loop: a write to its eventfd.
+    void notify(EpollBackend& target) noexcept { target.wake(); }
+    unsigned messages_in_flight() const noexcept { return 0; }
     const char* name() const noexcept { return "epoll"; }
 
 private:

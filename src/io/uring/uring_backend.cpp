@@ -59,10 +59,15 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
         io_uring_register_ring_fd(&ring_);  // optional (5.18): saves an fd lookup per enter
         if (r = io_uring_register_files(&ring_, &socket_fd, 1); r < 0) fail("io_uring_register_files", r);
 
+        if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_); probe != nullptr) {
+            msg_ring_ = io_uring_opcode_supported(probe, IORING_OP_MSG_RING) != 0;
+            io_uring_free_probe(probe);
+        }
         buffer_size_ = sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_un) +
                        (config.receive_control ? kControlSize : 0) + config.max_datagram_size;
         buffer_size_ = (buffer_size_ + 63) & ~std::size_t{63};
-        buffer_count_ = kBufferCount;
+        // Only the receiving shard needs receive buffers; the others get a token ring.
+        buffer_count_ = config.receiver ? kBufferCount : 1;
         buffers_bytes_ = buffer_size_ * buffer_count_;
         void* mem = ::mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
         if (mem == MAP_FAILED) fail("mmap of receive buffers", -errno);
@@ -93,7 +98,8 @@ UringBackend::~UringBackend() {
     // Cancel the multishot and reap its final CQE before the ring goes: the ring holds a reference
     // to the socket, and an abstract name would otherwise stay bound after close (io-uring-notes §1.0).
     stop_receiving();
-    for (int spins = 0; (receive_active() || shard_.ops_in_kernel() > 0) && spins < 1000; ++spins)
+    for (int spins = 0; (receive_active() || shard_.ops_in_kernel() > 0 || messages_in_flight_ > 0) && spins < 1000;
+         ++spins)
         poll(true, Clock::now() + std::chrono::milliseconds(5));
     uring_compat::free_buf_ring(&ring_, buf_ring_, buffer_count_, kBufferGroup);
     io_uring_unregister_files(&ring_);
@@ -145,6 +151,17 @@ void UringBackend::arm_wake() noexcept {
 void UringBackend::wake() noexcept {
     const std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void UringBackend::notify(UringBackend& target) noexcept {
+    if (!msg_ring_) {
+        target.wake();
+        return;
+    }
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_msg_ring(sqe, target.ring_.ring_fd, 0, kMessageTag, 0);
+    io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(&target) | 1u);
+    ++messages_in_flight_;
 }
 
 void UringBackend::submit_send(SendOp* op) noexcept {
@@ -208,8 +225,15 @@ void UringBackend::handle_cqe(const io_uring_cqe* cqe) noexcept {
         std::uint64_t v;
         [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
         if (!(cqe->flags & IORING_CQE_F_MORE)) wake_armed_ = false;
-    } else if (tag == kCancelTag) {
-        // result of the cancel request itself; the multishot's final CQE carries the state change
+    } else if (tag == kCancelTag || tag == kMessageTag) {
+        // kCancelTag: the cancel request itself (the multishot's final CQE carries the state change).
+        // kMessageTag: another shard's MSG_RING; waking this loop was its whole purpose.
+    } else if ((tag & 1u) != 0) {
+        --messages_in_flight_;
+        if (cqe->res < 0) {  // unexpected (the probe said yes): use the eventfd from now on
+            msg_ring_ = false;
+            reinterpret_cast<UringBackend*>(static_cast<std::uintptr_t>(tag & ~std::uint64_t{1}))->wake();
+        }
     } else {
         shard_.on_send_complete(reinterpret_cast<SendOp*>(static_cast<std::uintptr_t>(tag)), cqe->res);
     }

@@ -39,11 +39,17 @@ public:
     /// Submits queued SQEs and processes completions; waits until `deadline` when `block`.
     void poll(bool block, Clock::time_point deadline) noexcept;
     void wake() noexcept;
+    /// Wakes `target`'s loop with IORING_OP_MSG_RING (submitted with this ring's next enter); falls
+    /// back to its eventfd where the kernel lacks MSG_RING.
+    void notify(UringBackend& target) noexcept;
+    /// MSG_RING requests not yet completed (their targets must outlive them).
+    unsigned messages_in_flight() const noexcept { return messages_in_flight_; }
     const char* name() const noexcept { return "io_uring"; }
 
 private:
     enum class RecvState { idle, armed, cancelling };
-    static constexpr std::uint64_t kRecvTag = 1, kWakeTag = 2, kCancelTag = 3;
+    // Send ops are aligned pointers; a MSG_RING completion is its target's address | 1.
+    static constexpr std::uint64_t kRecvTag = 1, kWakeTag = 2, kCancelTag = 3, kMessageTag = 4;
 
     io_uring_sqe* get_sqe() noexcept;
     void arm_receive() noexcept;
@@ -69,6 +75,8 @@ private:
     msghdr recv_msg_{};
     RecvState recv_state_ = RecvState::idle;
     bool want_receive_ = false;
+    bool msg_ring_ = false;  ///< the kernel supports IORING_OP_MSG_RING
+    unsigned messages_in_flight_ = 0;
 };
 
 }  // namespace unixgram::detail

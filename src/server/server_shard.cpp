@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: MIT
+// ServerShard: receiving and routing (shard 0), mailboxes, receive pauses and a shard's teardown.
+#include "server/server_shard.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <new>
+
+#include "runtime/mailbox.hpp"
+#include "runtime/root_task.hpp"
+#include "runtime/shard.hpp"
+#include "server/server_core.hpp"
+#include "unixgram/task_group.hpp"
+
+namespace unixgram::detail {
+
+namespace {
+/// Records dispatched per turn before sessions, timers and sends get their turn.
+constexpr std::size_t kInboxBatch = 256;
+}  // namespace
+
+ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
+    : core(core_),
+      shard(shard_),
+      index(index_),
+      stats(core_.stats[index_]),
+      max_queued_bytes_here(core_.options.max_total_queued_bytes / core_.options.shards) {
+    shard.attach(this);
+}
+
+ServerShard::~ServerShard() { shard.attach(nullptr); }
+
+// ---- receiving (shard 0) ---------------------------------------------------------------------------
+
+void ServerShard::on_received(RecvDatagram& d) noexcept {
+    ServerStatsCounters::add(stats.datagrams_received);
+    ServerStatsCounters::add(stats.bytes_received, d.real_length);
+    if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
+    const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
+    if (d.truncated) {
+        ServerStatsCounters::add(stats.dropped_truncated);
+        truncated_log.log(*core.log, spdlog::level::warn,
+                          "Dropped a datagram of {} bytes from {}: larger than max_datagram_size ({})", d.real_length,
+                          sender.to_string(), core.options.max_datagram_size);
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    if (sender.is_unnamed() && core.options.unnamed_addresses != UnnamedAddresses::handle) {
+        ServerStatsCounters::add(stats.dropped_unnamed);
+        const auto level =
+            core.options.unnamed_addresses == UnnamedAddresses::warn ? spdlog::level::warn : spdlog::level::debug;
+        unnamed_log.log(*core.log, level, "A datagram received from an unbound UNIX datagram socket has been dropped.");
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    if (outboxes_.empty()) {
+        dispatch(d, sender);
+        return;
+    }
+    const unsigned owner = core.owner_of(sender);
+    if (owner == index) {
+        dispatch(d, sender);
+    } else {
+        hand_over(owner, d);
+    }
+}
+
+void ServerShard::connect_outboxes() {
+    outboxes_.resize(core.options.shards);
+    for (unsigned i = 1; i < core.options.shards; ++i) {
+        outboxes_[i].box = core.slots[i].inbox.get();
+        outboxes_[i].target = core.slots[i].shard;
+    }
+}
+
+void ServerShard::hand_over(unsigned owner, RecvDatagram& d) noexcept {
+    Outbox& o = outboxes_[owner];
+    if (o.overflow.empty() && o.box->push(d)) {
+        o.dirty = true;
+        return;
+    }
+    // The owner's mailbox is full: keep the datagram here, in order, and stop reading the socket
+    // (kernel backpressure) until the owner has drained its mailbox.
+    try {
+        std::vector<std::byte> record(Mailbox::record_size(d));
+        Mailbox::encode(d, record.data());
+        o.overflow.push_back(std::move(record));
+    } catch (const std::bad_alloc&) {
+        ServerStatsCounters::add(stats.dropped_queue_full);
+        close_fds(d.fds, d.fd_count);
+        return;
+    }
+    if (o.overflow.size() == 1) ++overflowing_;
+    refresh_receiving();
+}
+
+bool ServerShard::flush_overflow(Outbox& o) noexcept {
+    while (!o.overflow.empty()) {
+        if (!o.box->push_encoded(o.overflow.front())) return false;
+        o.overflow.pop_front();
+        o.dirty = true;
+    }
+    o.box->producer_waiting.store(false, std::memory_order_relaxed);
+    --overflowing_;
+    return true;
+}
+
+void ServerShard::before_poll() noexcept {
+    if (outboxes_.empty()) return;
+    bool published = false;
+    for (std::size_t i = 1; i < outboxes_.size(); ++i) {
+        Outbox& o = outboxes_[i];
+        if (!o.overflow.empty()) {
+            // Ask to be woken when room appears, then look again (the owner may have drained it already).
+            o.box->producer_waiting.store(true, std::memory_order_relaxed);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (flush_overflow(o)) refresh_receiving();
+        }
+        if (o.dirty) published |= o.box->publish();
+    }
+    if (published) {
+        // Records are visible before a sleeping flag is read (the owner sets it, then looks at its mailbox).
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        for (std::size_t i = 1; i < outboxes_.size(); ++i) {
+            Outbox& o = outboxes_[i];
+            if (!o.dirty) continue;
+            o.dirty = false;
+            if (o.target->claim_wake()) shard.notify(*o.target);
+        }
+    }
+    refresh_receiving();
+}
+
+void ServerShard::refresh_receiving() noexcept {
+    const bool want = receive_enabled && !receive_paused && overflowing_ == 0 &&
+                      core.pause_requests.load(std::memory_order_relaxed) == 0;
+    if (want == receiving_) return;
+    receiving_ = want;
+    if (want) {
+        shard.backend().start_receiving();
+    } else {
+        shard.backend().stop_receiving();
+    }
+}
+
+void ServerShard::drop_undelivered() noexcept {
+    for (Outbox& o : outboxes_) {
+        std::size_t dropped = 0;
+        for (const auto& record : o.overflow) {
+            RecvDatagram d;
+            Mailbox::decode(record.data(), d);
+            close_fds(d.fds, d.fd_count);
+            ++dropped;
+        }
+        if (dropped > 0) {
+            ServerStatsCounters::add(stats.dropped_at_shutdown, dropped);
+            core.log->warn("Dropped {} datagram(s) not yet handed to their shard at shutdown", dropped);
+            o.overflow.clear();
+            --overflowing_;
+        }
+    }
+}
+
+// ---- owner side ----------------------------------------------------------------------------------------
+
+bool ServerShard::drain_inbox() noexcept {
+    bool any = false;
+    std::size_t budget = kInboxBatch;
+    while (budget > 0 && !inbox->empty()) {
+        const std::size_t n = inbox->drain(
+            [this](RecvDatagram& d) {
+                const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
+                dispatch(d, sender);
+            },
+            budget);
+        budget -= std::min(budget, n);
+        any = true;
+        // slots[0] stays put while workers run: no lock needed to read it.
+        if (inbox->should_wake_producer()) core.slots[0].shard->wake();
+    }
+    return any;
+}
+
+void ServerShard::update_receive_pause() noexcept {
+    if (!receive_paused && total_queued_bytes > max_queued_bytes_here) {
+        // Kernel backpressure: senders wait (or get EAGAIN) instead of anything being dropped.
+        receive_paused = true;
+        ServerStatsCounters::add(stats.receive_pauses);
+    } else if (receive_paused && total_queued_bytes <= max_queued_bytes_here / 2) {
+        receive_paused = false;
+    } else {
+        return;
+    }
+    if (index == 0) {
+        refresh_receiving();
+        return;
+    }
+    core.pause_requests.fetch_add(receive_paused ? 1 : -1, std::memory_order_relaxed);
+    pause_reported_ = receive_paused;
+    core.slots[0].shard->wake();
+}
+
+// ---- teardown ---------------------------------------------------------------------------------------------
+
+void ServerShard::cancel_all() noexcept {
+    tearing_down = true;
+    for (auto& [address, c] : clients)
+        if (c->session != nullptr) cancel_context(c->session->ctx);
+    if (background != nullptr) task_group_cancel(background);
+}
+
+bool ServerShard::has_live_work() const noexcept {
+    return live_sessions > 0 || (background != nullptr && task_group_active(background) > 0);
+}
+
+void ServerShard::teardown_clients() noexcept {
+    for (auto& [address, c] : clients) {
+        std::size_t dropped = 0;
+        while (c->head != nullptr) {
+            QueuedDatagram* q = c->head;
+            c->head = q->next;
+            release_queued(q);
+            ++dropped;
+        }
+        c->tail = nullptr;
+        c->queued_count = c->queued_bytes = 0;
+        if (dropped > 0) {
+            ServerStatsCounters::add(stats.dropped_at_shutdown, dropped);
+            core.log->warn("Dropped {} datagram(s) from {} still queued at shutdown", dropped, address.to_string());
+        }
+        idle.remove(c);
+        if (c->session != nullptr) continue;  // stuck session (see serve): leak rather than dangle
+        if (c->refs > 0) {
+            c->orphaned = true;  // freed when the last Client copy goes
+        } else {
+            delete c;
+        }
+    }
+    clients.clear();
+    total_queued_bytes = 0;
+    if (pause_reported_) {
+        core.pause_requests.fetch_sub(1, std::memory_order_relaxed);
+        pause_reported_ = false;
+    }
+    receive_paused = false;
+}
+
+}  // namespace unixgram::detail

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: MIT
+// ServerShard: what one shard of a running server owns — its clients, their sessions and queues.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <unordered_map>
+#include <vector>
+
+#include "io/datagram.hpp"
+#include "server/client_state.hpp"
+#include "server/rate_limited_log.hpp"
+#include "server/stats_counters.hpp"
+#include "unixgram/address.hpp"
+
+namespace unixgram::detail {
+
+class Mailbox;
+class Shard;
+struct ServerCore;
+struct TaskGroupState;
+
+/// Hashes client addresses for the client table. Deliberately not noexcept: libstdc++ then stores each
+/// key's hash in its node, so a lookup compares stored hashes instead of re-hashing pathnames (measured in
+/// benchmarks/micro/client_table_benchmark.cpp: 41 → 24 ns per hit with 16 clients).
+struct AddressHash {
+    std::size_t operator()(const UnixAddress& a) const { return a.hash(); }
+};
+
+/// The server-side state of one shard, touched only by that shard's loop thread (DESIGN §5). Shard 0
+/// also receives: it drops what must be dropped, then dispatches each datagram itself or hands it to
+/// the owner shard's mailbox.
+struct ServerShard {
+    ServerShard(ServerCore& core, Shard& shard, unsigned index);
+    ~ServerShard();
+    ServerShard(const ServerShard&) = delete;
+    ServerShard& operator=(const ServerShard&) = delete;
+
+    ServerCore& core;
+    Shard& shard;
+    const unsigned index;
+    ServerStatsCounters& stats;
+
+    std::unordered_map<UnixAddress, ClientState*, AddressHash> clients;
+    IdleList idle;
+    std::size_t live_sessions = 0;
+    std::size_t total_queued_bytes = 0;
+    std::size_t max_queued_bytes_here;  ///< this shard's share of max_total_queued_bytes
+    bool receive_paused = false;        ///< queued bytes over this shard's share
+    bool tearing_down = false;
+    TaskGroupState* background = nullptr;
+    RateLimitedLog unnamed_log, truncated_log, queue_full_log;
+
+    // ---- receiving (shard 0) ----
+    /// A datagram from the socket: counted, checked, then dispatched here or handed over.
+    void on_received(RecvDatagram& d) noexcept;
+    /// Loop turn hook before waiting (sharded servers): publishes the mailboxes and wakes their owners.
+    void before_poll() noexcept;
+    /// Starts or stops the socket's receive so that it runs exactly when everything allows it.
+    void refresh_receiving() noexcept;
+    bool receive_enabled = false;  ///< serving (set and cleared by the lifecycle)
+    /// Shard 0, once every worker runs: one mailbox per worker.
+    void connect_outboxes();
+    /// Datagrams still in mailboxes' overflow lists at shutdown are dropped (and counted).
+    void drop_undelivered() noexcept;
+
+    // ---- owner side ----
+    Mailbox* inbox = nullptr;  ///< datagrams from shard 0 (workers only)
+    /// Dispatches what shard 0 handed over; true if anything was there.
+    bool drain_inbox() noexcept;
+
+    /// Hands `d` to its client (here): to the session waiting for it, a new session, or the queue.
+    void dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept;
+    ClientState* find_or_create(const UnixAddress& address);
+    void start_session(ClientState* c) noexcept;
+    void maybe_idle(ClientState* c) noexcept;
+    void destroy_client(ClientState* c) noexcept;
+    void enqueue(ClientState* c, RecvDatagram& d) noexcept;
+    void release_queued(QueuedDatagram* q) noexcept;
+    void close_fds(int* fds, std::uint32_t count) noexcept;
+    void update_receive_pause() noexcept;
+    void log_handler_exception(const ClientState* c, std::exception_ptr error) noexcept;
+    /// Cancels every session and background task of this shard (the start of teardown).
+    void cancel_all() noexcept;
+    bool has_live_work() const noexcept;
+    void teardown_clients() noexcept;
+    static void restart_client(void* arg);
+
+private:
+    struct Outbox {
+        Mailbox* box = nullptr;
+        Shard* target = nullptr;
+        ServerShard* target_server = nullptr;
+        std::deque<std::vector<std::byte>> overflow;  ///< refused by a full mailbox, in order
+        bool dirty = false;                           ///< pushed since the last publish
+    };
+    void hand_over(unsigned owner, RecvDatagram& d) noexcept;
+    bool flush_overflow(Outbox& o) noexcept;
+    std::vector<Outbox> outboxes_;
+    std::size_t overflowing_ = 0;  ///< outboxes with a non-empty overflow
+    bool receiving_ = false;
+    bool pause_reported_ = false;  ///< this worker's pause is counted in core.pause_requests
+};
+
+}  // namespace unixgram::detail
