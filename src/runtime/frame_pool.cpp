@@ -19,23 +19,36 @@ struct FreeBlock {
 };
 
 /// One per thread; a loop thread allocates and frees its sessions' frames, so no lock is needed.
-/// A frame freed on another thread simply joins that thread's lists.
+/// A frame freed on another thread simply joins that thread's lists. Trivially destructible, so that
+/// an access is one %fs-relative load: a destructor would add a guard (and a __tls_get_addr call) to
+/// every access. PoolReaper frees the lists at thread exit.
 struct Pool {
     std::array<FreeBlock*, kClasses> heads{};
     std::array<std::size_t, kClasses> counts{};
-    ~Pool() {
-        for (auto* head : heads) {
+};
+
+// initial-exec: no __tls_get_addr call on the hot path (libunixgram is linked, not dlopen()ed).
+[[gnu::tls_model("initial-exec")]] thread_local Pool pool;
+
+struct PoolReaper {
+    bool armed = false;
+    ~PoolReaper() {
+        for (auto*& head : pool.heads) {
             while (head != nullptr) {
                 FreeBlock* next = head->next;
                 ::operator delete(head);
                 head = next;
             }
         }
+        pool.counts = {};
     }
 };
+thread_local PoolReaper reaper;  // touched only where memory is taken from the heap (slow path)
 
-// initial-exec: no __tls_get_addr call on the hot path (libunixgram is linked, not dlopen()ed).
-[[gnu::tls_model("initial-exec")]] thread_local Pool pool;
+void* allocate_block(std::size_t bytes) {
+    reaper.armed = true;  // registers its destructor for this thread
+    return ::operator new(bytes);
+}
 
 std::size_t size_class(std::size_t size) noexcept { return (size + kGranule - 1) / kGranule - 1; }
 
@@ -49,14 +62,14 @@ void* frame_allocate(std::size_t size) {
         --pool.counts[c];
         return b;
     }
-    return ::operator new((c + 1) * kGranule);
+    return allocate_block((c + 1) * kGranule);
 }
 
 void frame_pool_prewarm(std::size_t up_to_bytes, std::size_t per_class) {
     const std::size_t last = std::min(size_class(up_to_bytes), kClasses - 1);
     for (std::size_t c = 0; c <= last; ++c) {
         while (pool.counts[c] < per_class) {
-            auto* b = static_cast<FreeBlock*>(::operator new((c + 1) * kGranule));
+            auto* b = static_cast<FreeBlock*>(allocate_block((c + 1) * kGranule));
             b->next = pool.heads[c];
             pool.heads[c] = b;
             ++pool.counts[c];

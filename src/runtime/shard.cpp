@@ -14,9 +14,10 @@
 namespace unixgram::detail {
 
 namespace {
-thread_local Shard* tls_shard = nullptr;
-thread_local ExecContext* tls_context = nullptr;
-thread_local std::uint64_t tls_scope_ids = 0;
+// initial-exec: one %fs-relative access instead of a __tls_get_addr call (the library is linked, not dlopen()ed).
+[[gnu::tls_model("initial-exec")]] thread_local Shard* tls_shard = nullptr;
+[[gnu::tls_model("initial-exec")]] thread_local ExecContext* tls_context = nullptr;
+[[gnu::tls_model("initial-exec")]] thread_local std::uint64_t tls_scope_ids = 0;
 
 constexpr std::size_t kMaxFreeOps = 1024;
 constexpr std::size_t kPreallocatedOps = 256;
@@ -299,6 +300,9 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
             return;
         }
         const auto now = Clock::now();
+        // The send_timeout clock starts at the first refusal: a send that goes through at once
+        // never reads the clock.
+        if (op->attempts == 0) op->deadline = now + core_.options.send_timeout;
         if (now >= op->deadline) {
             result = -ETIMEDOUT;
         } else {

@@ -513,7 +513,6 @@ bool send_submit(SendWait& w, std::coroutine_handle<> h) noexcept {
         return false;
     }
     op->waiter = &w;
-    op->deadline = Clock::now() + shard->core().options.send_timeout;
     shard->submit_send(op);
     return true;
 }
