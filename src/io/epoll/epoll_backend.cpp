@@ -15,7 +15,6 @@
 #include "io/backend.hpp"
 #include "io/datagram.hpp"
 #include "runtime/shard.hpp"
-#include "server/stats_counters.hpp"
 
 namespace unixgram::detail {
 
@@ -27,7 +26,7 @@ constexpr std::uint64_t kSocketTag = 1, kWakeTag = 2;
 }  // namespace
 
 EpollBackend::EpollBackend(Shard& shard, int socket_fd, const BackendConfig& config)
-    : shard_(shard), stats_(config.stats), socket_fd_(socket_fd), control_(config.receive_control) {
+    : shard_(shard), socket_fd_(socket_fd), control_(config.receive_control) {
     epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) fail("epoll_create1");
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -47,7 +47,6 @@ private:
     void set_interest(bool readable) noexcept;
 
     Shard& shard_;
-    ServerStatsCounters* stats_;
     int socket_fd_;
     int epoll_fd_ = -1;
     int wake_fd_ = -1;
