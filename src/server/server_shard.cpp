@@ -90,7 +90,10 @@ void ServerShard::hand_over(unsigned owner, RecvDatagram& d) noexcept {
         close_fds(d.fds, d.fd_count);
         return;
     }
-    if (o.overflow.size() == 1) ++overflowing_;
+    if (o.overflow.size() == 1) {
+        ++overflowing_;
+        ServerStatsCounters::add(stats.receive_pauses);
+    }
     refresh_receiving();
 }
 

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <semaphore>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -405,6 +407,115 @@ TEST(ShardingContract, FourShards_SpawnRunsOnTheSessionsShardAndIsCancelledAtShu
 }
 
 // ---- bad values -------------------------------------------------------------------------------------
+
+// ---- a full mailbox: backpressure, nothing lost --------------------------------------------------------
+
+/// Echoes, except: "whoami" answers with nothing but records the session's thread; "block" parks
+/// the shard's thread (a blocking call in a handler) until the test opens the gate.
+class BlockingEchoHandler : public DatagramRequestHandler<std::string, std::string> {
+public:
+    std::binary_semaphore gate{0};
+    std::atomic<bool> blocked{false};
+    std::mutex mutex;
+    ThreadId init_thread, last_whoami;
+
+    Task<> service_init(ExitStack&, Server&) override {
+        std::lock_guard lock(mutex);
+        init_thread = std::this_thread::get_id();  // shard 0's thread (H15: service_init runs there)
+        co_return;
+    }
+    Session<std::string> handle(TextClient& client) override {
+        for (;;) {
+            std::string datagram = co_yield recv();
+            if (datagram == "whoami") {
+                std::lock_guard lock(mutex);
+                last_whoami = std::this_thread::get_id();
+            } else if (datagram == "block") {
+                blocked = true;
+                if (!gate.try_acquire_for(3 * kGuard)) std::abort();  // the test never opened it
+                blocked = false;
+            }
+            co_await client.send_packet(datagram);
+        }
+    }
+};
+
+TEST(ShardingContract, FullMailbox_PausesReceivingAndLosesNothing) {
+    // A worker shard that stops running (here: a handler blocking its thread) lets its mailbox
+    // fill up. Shard 0 must then keep what it already read, stop reading the socket (senders wait in
+    // the kernel) and deliver everything, in order, once the worker drains its mailbox.
+    BlockingEchoHandler handler;
+    ServerOptions options = shards(2);
+    options.max_datagram_size = 2048;  // the mailbox gets its minimum size, 256 KiB
+    // One client floods 2000 datagrams at a session that answers one per loop turn: its own queue
+    // (max_queued_datagrams, a drop policy of its own, tested in queueing_contract_test) must not be
+    // what limits this test.
+    options.max_queued_datagrams = 4096;
+    Text srv(handler, {}, options);
+
+    // Find a client owned by the worker shard (not service_init's thread).
+    std::optional<RawClient> victim;
+    for (int attempt = 0; attempt < 64 && !victim; ++attempt) {
+        RawClient c = srv.client();
+        c.send(srv.address(), "whoami");
+        ASSERT_EQ(c.recv(kGuard), "whoami");
+        std::lock_guard lock(handler.mutex);
+        if (handler.last_whoami != handler.init_thread) victim.emplace(std::move(c));
+    }
+    ASSERT_TRUE(victim) << "no client out of 64 was owned by shard 1";
+
+    victim->send(srv.address(), "block");
+    ASSERT_TRUE(wait_until([&] { return handler.blocked.load(); }, kGuard)) << "the worker never blocked";
+
+    // 2000 datagrams of 1000 bytes (~2 MiB) cannot fit in the 256 KiB mailbox: once ~240 have been
+    // read, shard 0 must pause (counted in receive_pauses). The sender blocks in the kernel meanwhile,
+    // so it runs on its own thread.
+    constexpr int kCount = 2000;
+    std::atomic<int> sent{0};
+    std::string error;
+    std::thread sender([&] {
+        try {
+            for (int i = 0; i < kCount; ++i) {
+                std::string p = std::to_string(i) + ":";
+                p.resize(1000, 'x');
+                victim->send(srv.address(), p);
+                ++sent;
+            }
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+    });
+    // The pause is counted when the first record does not fit: await that event.
+    const bool past_capacity = wait_until([&] { return srv.server().stats().receive_pauses > 0; }, kGuard);
+    handler.gate.release();
+    int received = 0;
+    std::string failure;
+    if (past_capacity) {
+        ASSERT_EQ(victim->recv(kGuard), "block");
+        for (; received < kCount; ++received) {
+            auto reply = victim->recv(kGuard);
+            if (!reply) {
+                failure = "no reply to datagram " + std::to_string(received);
+                break;
+            }
+            std::string want = std::to_string(received) + ":";
+            want.resize(1000, 'x');
+            if (*reply != want) {
+                failure = "reply " + std::to_string(received) + " is '" + reply->substr(0, 12) + "...'";
+                break;
+            }
+        }
+    }
+    sender.join();
+    ASSERT_TRUE(past_capacity) << "no receive pause while the worker was blocked (" << sent.load()
+                               << " datagrams sent)";
+    ASSERT_TRUE(error.empty()) << error;
+    EXPECT_TRUE(failure.empty()) << failure;
+    EXPECT_EQ(received, kCount);
+    const ServerStats st = srv.server().stats();
+    EXPECT_LT(st.datagrams_received, 300u + kCount) << "sanity";
+    EXPECT_EQ(st.dropped_total(), 0u);
+}
 
 TEST(ShardingContract, ShardsOutOfRange_ConstructorThrowsInvalidArgumentNamingShards) {
     TempDir dir;
