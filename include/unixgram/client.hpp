@@ -6,8 +6,8 @@
 /// A `Client<Resp>` stands for one sender address of one server (H2, H17): every datagram from
 /// that address goes to the same client, handled by at most one session at a time. Copies compare
 /// equal and hash equal; keep a copy (e.g. as a map key) and the same client state is reused for
-/// that address while you hold it. Copies must stay on the server's loop thread and must not
-/// outlive the server object.
+/// that address while you hold it. Copies must stay on the loop thread of the client's shard (the
+/// thread its handle() runs on; ServerOptions::shards) and must not outlive the server object.
 ///
 /// Example:
 /// \code

@@ -8,6 +8,8 @@
 /// queued in order (H4). When it finishes and datagrams are queued, a new one starts (H12).
 /// Exceptions escaping it are logged with the client's address and the server keeps serving (H13).
 /// `service_init` runs once per serve_forever() run, before the server reads its first datagram.
+/// With ServerOptions::shards > 1, handle() runs on several threads at once (each client always on
+/// the same one): state shared between clients needs its own synchronisation.
 ///
 /// Example (an echo handler):
 /// \code
