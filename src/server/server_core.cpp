@@ -85,6 +85,11 @@ void ServerCore::close_socket_locked() noexcept {
     bound = UnixAddress();
 }
 
+bool ServerCore::on_loop_thread() noexcept {
+    Shard* s = Shard::current();
+    return s != nullptr && &s->core() == this;
+}
+
 void ServerCore::wake_all_locked() noexcept {
     for (ShardSlot& slot : slots)
         if (slot.shard != nullptr) slot.shard->wake();
@@ -197,7 +202,6 @@ void ServerCore::serve() {
         slots[0].shard = &sh;
         slots[0].server = &ss;
         slots[0].ready = true;
-        loop_thread = std::this_thread::get_id();
     }
     // Declared after sh and ss: on every way out, workers are stopped and joined before they go.
     struct ResetSlots {
@@ -206,7 +210,6 @@ void ServerCore::serve() {
             core->stop_workers();
             std::lock_guard lock(core->mutex);
             core->slots.clear();
-            core->loop_thread = {};
         }
     } reset_slots{this};
 
@@ -389,8 +392,8 @@ void Server::stop() {
     std::thread t;
     {
         std::lock_guard lock(core_->mutex);
-        if (core_->thread.joinable() && core_->thread.get_id() != std::this_thread::get_id())
-            t = std::move(core_->thread);
+        // From a loop thread (a handler calling stop()), the run ends after this call returns.
+        if (core_->thread.joinable() && !core_->on_loop_thread()) t = std::move(core_->thread);
     }
     if (t.joinable()) t.join();
 }

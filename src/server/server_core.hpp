@@ -60,7 +60,6 @@ struct ServerCore {
     std::atomic<bool> stop_requested{false};
     std::atomic<bool> service_available{false};
     std::vector<ShardSlot> slots;      ///< one per shard while a run is in progress
-    std::thread::id loop_thread;       ///< shard 0's
     std::thread thread;                ///< start()'s thread
     std::exception_ptr start_error;
     bool start_ready = false;
@@ -68,7 +67,8 @@ struct ServerCore {
     void activate_locked();
     void close_socket_locked() noexcept;
     void serve();                      ///< the body of serve_forever (running already set)
-    bool on_loop_thread() const noexcept { return std::this_thread::get_id() == loop_thread; }
+    /// True on any shard's loop thread of this server (where waiting for the run to end would deadlock).
+    bool on_loop_thread() noexcept;
     /// Wakes every shard of the run (thread-safe; mutex held).
     void wake_all_locked() noexcept;
 

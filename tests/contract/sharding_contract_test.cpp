@@ -517,6 +517,59 @@ TEST(ShardingContract, FullMailbox_PausesReceivingAndLosesNothing) {
     EXPECT_EQ(st.dropped_total(), 0u);
 }
 
+// ---- shutdown from a handler on a worker shard ------------------------------------------------------------
+
+/// "whoami" records the session's thread; "stop" calls Server::stop() from the handler (spec §1.3:
+/// shutdown from inside the server returns at once, the run ends after it).
+class StopFromHandler : public DatagramRequestHandler<std::string, std::string> {
+public:
+    std::mutex mutex;
+    ThreadId init_thread, last_whoami;
+    std::atomic<bool> stop_returned{false};
+
+    Task<> service_init(ExitStack&, Server& server) override {
+        std::lock_guard lock(mutex);
+        init_thread = std::this_thread::get_id();
+        server_ = &server;
+        co_return;
+    }
+    Session<std::string> handle(TextClient& client) override {
+        const std::string datagram = co_yield recv();
+        if (datagram == "stop") {
+            server_->stop();  // must neither deadlock nor wait for this very session
+            stop_returned = true;
+            co_return;
+        }
+        {
+            std::lock_guard lock(mutex);
+            last_whoami = std::this_thread::get_id();
+        }
+        co_await client.send_packet(datagram);
+    }
+
+private:
+    Server* server_ = nullptr;
+};
+
+TEST(ShardingContract, FourShards_StopFromAHandlerOnAWorkerShardEndsTheRun) {
+    StopFromHandler handler;
+    Text srv(handler, {}, shards(4));
+    std::optional<RawClient> worker_client;
+    for (int attempt = 0; attempt < 64 && !worker_client; ++attempt) {
+        RawClient c = srv.client();
+        c.send(srv.address(), "whoami");
+        ASSERT_EQ(c.recv(kGuard), "whoami");
+        std::lock_guard lock(handler.mutex);
+        if (handler.last_whoami != handler.init_thread) worker_client.emplace(std::move(c));
+    }
+    ASSERT_TRUE(worker_client) << "no client out of 64 was owned by a worker shard";
+
+    worker_client->send(srv.address(), "stop");
+    EXPECT_TRUE(wait_until([&] { return !srv.server().is_serving() && handler.stop_returned.load(); }, 3 * kGuard))
+        << "stop() called by a handler on a worker shard did not end the run";
+    stop_within_guard(srv.server(), "after a handler's stop()");
+}
+
 TEST(ShardingContract, ShardsOutOfRange_ConstructorThrowsInvalidArgumentNamingShards) {
     TempDir dir;
     OneShotHandler handler;
