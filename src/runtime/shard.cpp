@@ -224,7 +224,7 @@ void Shard::run_once(bool may_block) {
             // Announce the sleep, then look at the mailbox once more (pairs with before_poll's fence).
             sleeping_.store(true, std::memory_order_relaxed);
             std::atomic_thread_fence(std::memory_order_seq_cst);
-            if (!server_->inbox->empty()) block = false;
+            if (server_->inbox_ready()) block = false;
         }
     }
     const auto deadline = timers_.empty() ? Clock::time_point::max() : timers_.top()->deadline;

@@ -122,7 +122,8 @@ void ServerCore::run_worker(unsigned index) {
         while (phase.load(std::memory_order_acquire) == kServing) sh.run_once(true);
 
         // Shard 0 has stopped reading and published everything: dispatch it, then cancel (LIFO, as serve()).
-        ss.drain_inbox();
+        while (ss.drain_inbox(true)) {
+        }
         ss.cancel_all();
         const auto limit = Clock::now() + kTeardownLimit;
         while (ss.has_live_work() && Clock::now() < limit) sh.run_once(true);

@@ -17,6 +17,8 @@ namespace unixgram::detail {
 namespace {
 /// Records dispatched per turn before sessions, timers and sends get their turn.
 constexpr std::size_t kInboxBatch = 256;
+/// Records dispatched between two looks at this shard's receive pause.
+constexpr std::size_t kInboxStep = 16;
 }  // namespace
 
 ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
@@ -166,16 +168,20 @@ void ServerShard::drop_undelivered() noexcept {
 
 // ---- owner side ----------------------------------------------------------------------------------------
 
-bool ServerShard::drain_inbox() noexcept {
+bool ServerShard::inbox_ready() const noexcept { return !receive_paused && !inbox->empty(); }
+
+bool ServerShard::drain_inbox(bool force) noexcept {
     bool any = false;
     std::size_t budget = kInboxBatch;
-    while (budget > 0 && !inbox->empty()) {
+    // While this shard is over its queued-bytes share, records stay in the mailbox: it fills, and shard 0
+    // stops reading (backpressure reaches the senders). Small steps bound the overshoot.
+    while (budget > 0 && (force || !receive_paused) && !inbox->empty()) {
         const std::size_t n = inbox->drain(
             [this](RecvDatagram& d) {
                 const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
                 dispatch(d, sender);
             },
-            budget);
+            std::min(budget, kInboxStep));
         budget -= std::min(budget, n);
         any = true;
         // slots[0] stays put while workers run: no lock needed to read it.

@@ -67,8 +67,11 @@ struct ServerShard {
 
     // ---- owner side ----
     Mailbox* inbox = nullptr;  ///< datagrams from shard 0 (workers only)
-    /// Dispatches what shard 0 handed over; true if anything was there.
-    bool drain_inbox() noexcept;
+    /// Dispatches what shard 0 handed over (not while over this shard's queued-bytes share, unless
+    /// `force`); true if anything was there.
+    bool drain_inbox(bool force = false) noexcept;
+    /// The loop has mailbox work it may do now (it must not sleep).
+    bool inbox_ready() const noexcept;
 
     /// Hands `d` to its client (here): to the session waiting for it, a new session, or the queue.
     void dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept;
