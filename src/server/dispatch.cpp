@@ -123,6 +123,10 @@ ClientState* ServerShard::find_or_create(const UnixAddress& address) {
 }
 
 void ServerShard::dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept {
+    // Counted by the owner shard: once datagrams_received counts a datagram, it is in its client's hands.
+    ServerStatsCounters::add(stats.datagrams_received);
+    ServerStatsCounters::add(stats.bytes_received, d.real_length);
+    if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
     ClientState* c;
     try {
         c = find_or_create(sender);
@@ -451,7 +455,9 @@ void client_unref(ClientState* c) noexcept {
 }
 
 bool client_is_closing(const ClientState* c) noexcept {
-    return c->orphaned || c->home->tearing_down || !c->core->service_available.load(std::memory_order_relaxed);
+    // The server-wide phase, not the owner shard's flag: every shard's clients close at the same moment.
+    return c->orphaned || c->core->phase.load(std::memory_order_relaxed) != ServerCore::kServing ||
+           !c->core->service_available.load(std::memory_order_relaxed);
 }
 
 const UnixAddress& client_address(const ClientState* c) noexcept { return c->address; }

@@ -35,10 +35,13 @@ ServerShard::~ServerShard() { shard.attach(nullptr); }
 // ---- receiving (shard 0) ---------------------------------------------------------------------------
 
 void ServerShard::on_received(RecvDatagram& d) noexcept {
-    ServerStatsCounters::add(stats.datagrams_received);
-    ServerStatsCounters::add(stats.bytes_received, d.real_length);
-    if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
     const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
+    if (d.truncated || (sender.is_unnamed() && core.options.unnamed_addresses != UnnamedAddresses::handle)) {
+        // Dropped here: counted here (what is handed over is counted by its owner, see dispatch()).
+        ServerStatsCounters::add(stats.datagrams_received);
+        ServerStatsCounters::add(stats.bytes_received, d.real_length);
+        if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
+    }
     if (d.truncated) {
         ServerStatsCounters::add(stats.dropped_truncated);
         truncated_log.log(*core.log, spdlog::level::warn,
