@@ -4,7 +4,7 @@
 """Black-box suite for `unixgram-echo`, run from outside through real AF_UNIX datagram sockets.
 
 Usage:
-    python3 echo_blackbox.py --echo /path/to/unixgram-echo [unittest arguments, e.g. -v or a test name]
+    python3 echo_blackbox.py --echo /path/to/unixgram-echo [--shards N] [unittest arguments, e.g. -v or a test name]
 
 Every test starts its own server in a private temporary directory and always stops and reaps it. Nothing
 waits by sleeping: a test waits for an event (a reply, the ready line, a log line, process exit) or polls
@@ -32,6 +32,7 @@ import time
 import unittest
 
 ECHO = os.environ.get("UNIXGRAM_ECHO")
+SHARDS = None  # --shards N: every server these tests start (that names no --shards itself) runs N shards
 
 READY_TIMEOUT = 10.0   # the ready line must come within this
 IO_TIMEOUT = 5.0       # guard on any single blocking socket operation
@@ -128,6 +129,8 @@ class EchoProcess:
 
     def __init__(self, args, umask=None, cwd=None):
         self.args = [ECHO] + list(args)
+        if SHARDS is not None and "--shards" not in self.args:
+            self.args += ["--shards", SHARDS]
         self.proc = subprocess.Popen(
             self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=cwd, umask=-1 if umask is None else umask, start_new_session=True)
@@ -981,11 +984,13 @@ class InteropTest(EchoCase):
 # ---------------------------------------------------------------------------------------------- main
 
 def main(argv):
-    global ECHO
+    global ECHO, SHARDS
     rest = [argv[0]]
     args = iter(argv[1:])
     for arg in args:
-        if arg == "--echo":
+        if arg == "--shards":
+            SHARDS = next(args, None)
+        elif arg == "--echo":
             ECHO = next(args, None)
         elif arg.startswith("--echo="):
             ECHO = arg.split("=", 1)[1]
