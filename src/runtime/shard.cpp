@@ -2,6 +2,8 @@
 // Shard: the loop turn, the ready queue, timers, waits and the send-op pool.
 #include "runtime/shard.hpp"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <stdexcept>
 #include <string>
@@ -336,6 +338,12 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
     release_op(op);
 }
 
-void Shard::on_datagram(RecvDatagram& d) noexcept { server_->on_received(d); }
+void Shard::on_datagram(RecvDatagram& d) noexcept {
+    if (server_ != nullptr) {
+        server_->on_received(d);
+        return;
+    }
+    for (std::uint32_t i = 0; i < d.fd_count; ++i) ::close(d.fds[i]);  // no run to hand it to (teardown)
+}
 
 }  // namespace unixgram::detail

@@ -107,11 +107,21 @@ BackendConfig backend_config(ServerCore& core, unsigned index) {
 }  // namespace
 
 void ServerCore::run_worker(unsigned index) {
+    bool drained = false;
     try {
         Shard sh(*this, index, fd, backend_config(*this, index));
         ServerShard ss(*this, sh, index);
         ss.inbox = slots[index].inbox.get();
         ss.background = task_group_create();
+        struct Unpublish {  // on every way out: nobody may reach this shard once it is gone
+            ServerCore* core;
+            unsigned index;
+            ~Unpublish() {
+                std::lock_guard lock(core->mutex);
+                core->slots[index].shard = nullptr;
+                core->slots[index].server = nullptr;
+            }
+        } unpublish{this, index};
         {
             std::lock_guard lock(mutex);
             slots[index].shard = &sh;
@@ -132,19 +142,25 @@ void ServerCore::run_worker(unsigned index) {
                        "(suspended outside unixgram?); abandoning them",
                        index, ss.live_sessions, task_group_active(ss.background));
         task_group_destroy(std::exchange(ss.background, nullptr));
+        drained = true;
         workers_drained.fetch_add(1, std::memory_order_release);
         slots[0].shard->wake();
         // Client copies may still be held by service_init's resources: free the clients after its unwinding.
         while (phase.load(std::memory_order_acquire) != kFinishing) sh.run_once(true);
         ss.teardown_clients();
         while (sh.ops_in_kernel() > 0 && Clock::now() < limit + kTeardownLimit) sh.run_once(true);
-        std::lock_guard lock(mutex);
-        slots[index].shard = nullptr;
-        slots[index].server = nullptr;
     } catch (...) {
         std::lock_guard lock(mutex);
-        slots[index].error = std::current_exception();
-        slots[index].ready = true;
+        if (slots[index].ready) {
+            log->error("Shard {} stopped on an unexpected exception; its clients are abandoned", index);
+        } else {
+            slots[index].error = std::current_exception();  // start_workers() rethrows it
+            slots[index].ready = true;
+        }
+        if (!drained) {
+            workers_drained.fetch_add(1, std::memory_order_release);  // shard 0 must not wait for it
+            if (slots[0].shard != nullptr) slots[0].shard->wake();
+        }
     }
     changed.notify_all();
 }
