@@ -19,7 +19,7 @@
 namespace unixgram {
 
 struct ServerStats {
-    std::uint64_t datagrams_received = 0;  ///< datagrams read from the socket
+    std::uint64_t datagrams_received = 0;  ///< datagrams read from the socket (with shards: counted once its owner shard has it)
     std::uint64_t bytes_received = 0;
     std::uint64_t datagrams_sent = 0;      ///< replies the kernel accepted
     std::uint64_t bytes_sent = 0;
