@@ -329,13 +329,21 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
     } else {
         ServerStatsCounters::add(stats.send_errors);
     }
-    if (SendWait* w = op->waiter; w != nullptr) {
+    SendWait* w = op->waiter;
+    if (w == nullptr && result < 0) ServerStatsCounters::add(stats.sends_abandoned);
+    release_op(op);  // back in the pool before the session goes on (its next reply reuses it)
+    if (w != nullptr && w->waiter.status == WaitStatus::pending) {
+        // Resume the sender now rather than at the end of the turn: a session whose reply was its
+        // last step ends before the rest of this batch of completions is dispatched, so its client's
+        // next datagram (often in the same batch) starts a session straight from the receive
+        // buffer instead of being copied into the client's queue.
         w->result = result;
-        complete_wait(w->waiter, WaitStatus::ok);
-    } else if (result < 0) {
-        ServerStatsCounters::add(stats.sends_abandoned);
+        Waiter& waiter = w->waiter;
+        timers_.cancel(&waiter.timer);
+        if (waiter.ctx->waiting == &waiter) waiter.ctx->waiting = nullptr;
+        waiter.status = WaitStatus::ok;
+        resume_now(waiter.handle, waiter.ctx);
     }
-    release_op(op);
 }
 
 void Shard::on_datagram(RecvDatagram& d) noexcept {
