@@ -4,8 +4,10 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <pthread.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <stdexcept>
 
 #include "runtime/mailbox.hpp"
@@ -107,6 +109,9 @@ BackendConfig backend_config(ServerCore& core, unsigned index) {
 }  // namespace
 
 void ServerCore::run_worker(unsigned index) {
+    char name[16];
+    std::snprintf(name, sizeof name, "unixgram-s%u", index);
+    ::pthread_setname_np(::pthread_self(), name);  // top -H, gdb, perf: which shard is which
     bool drained = false;
     try {
         Shard sh(*this, index, fd, backend_config(*this, index));
@@ -385,6 +390,7 @@ void Server::start() {
     }
     if (previous.joinable()) previous.join();
     std::thread t([this] {
+        ::pthread_setname_np(::pthread_self(), "unixgram-s0");
         try {
             core_->serve();
         } catch (...) {
