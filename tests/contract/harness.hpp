@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -174,6 +175,16 @@ inline std::pair<std::shared_ptr<spdlog::logger>, std::shared_ptr<CaptureSink>> 
     return {log, sink};
 }
 
+/// Shards for test servers that ask for none: $UNIXGRAM_TEST_SHARDS (set by the *_sharded meson tests), or 1.
+inline unsigned test_shards() {
+    static const unsigned n = [] {
+        const char* v = std::getenv("UNIXGRAM_TEST_SHARDS");
+        const unsigned long parsed = v != nullptr ? std::strtoul(v, nullptr, 10) : 1;
+        return parsed >= 1 && parsed <= 1024 ? static_cast<unsigned>(parsed) : 1u;
+    }();
+    return n;
+}
+
 /// Starts a UnixDatagramServer on a pathname in its own temp dir, logging into a CaptureSink;
 /// stops and closes it on destruction.
 template <class Req, class Resp, class Protocol>
@@ -184,11 +195,9 @@ public:
         auto [log, sink] = capturing_logger();
         sink_ = sink;
         options.logger = log;
-#ifdef UNIXGRAM_TEST_SHARDS
-        // The *_sharded builds of a contract suite: the same rules must hold when clients live on
+        // The *_sharded runs of a contract suite: the same rules must hold when clients live on
         // several shards (most of them on a worker, reached through shard 0's mailbox).
-        if (options.shards == 1) options.shards = UNIXGRAM_TEST_SHARDS;
-#endif
+        if (options.shards == 1) options.shards = test_shards();
         server_ = std::make_unique<UnixDatagramServer<Req, Resp, Protocol>>(
             address ? *address : UnixAddress::pathname(dir_.file("server.sock")), std::move(protocol), handler,
             options);
