@@ -52,6 +52,20 @@ Task<> unwind(ExitStack* stack) { co_await stack->aclose(); }
 
 constexpr auto kTeardownLimit = std::chrono::seconds(5);
 
+/// Cancels a shard's sessions and background tasks and runs its loop until they end, at most
+/// kTeardownLimit; returns that deadline.
+Clock::time_point cancel_and_wait(Shard& sh, ServerShard& ss, spdlog::logger& log) {
+    ss.cancel_all();
+    const auto limit = Clock::now() + kTeardownLimit;
+    while (ss.has_live_work() && Clock::now() < limit) sh.run_once(true);
+    if (ss.has_live_work())
+        log.error("Shard {}: {} session(s) and {} background task(s) did not end after cancellation (suspended "
+                  "outside unixgram?); abandoning them",
+                  ss.index, ss.live_sessions, task_group_active(ss.background));
+    task_group_destroy(std::exchange(ss.background, nullptr));
+    return limit;
+}
+
 }  // namespace
 
 ServerCore::ServerCore(Server& owner_, UnixAddress requested_, ServerOptions options_, ServerHooks hooks_)
@@ -139,14 +153,7 @@ void ServerCore::run_worker(unsigned index) {
         // Shard 0 has stopped reading and published everything: dispatch it, then cancel (LIFO, as serve()).
         while (ss.drain_inbox(true)) {
         }
-        ss.cancel_all();
-        const auto limit = Clock::now() + kTeardownLimit;
-        while (ss.has_live_work() && Clock::now() < limit) sh.run_once(true);
-        if (ss.has_live_work())
-            log->error("Shard {}: {} session(s) and {} background task(s) did not end after cancellation "
-                       "(suspended outside unixgram?); abandoning them",
-                       index, ss.live_sessions, task_group_active(ss.background));
-        task_group_destroy(std::exchange(ss.background, nullptr));
+        const auto limit = cancel_and_wait(sh, ss, *log);
         drained = true;
         workers_drained.fetch_add(1, std::memory_order_release);
         slots[0].shard->wake();
@@ -294,14 +301,7 @@ void ServerCore::serve() {
         std::lock_guard lock(mutex);
         wake_all_locked();
     }
-    ss.cancel_all();
-    const auto limit = Clock::now() + kTeardownLimit;
-    while (ss.has_live_work() && Clock::now() < limit) sh.run_once(true);
-    if (ss.has_live_work())
-        log->error("{} session(s) and {} background task(s) did not end after cancellation (suspended outside "
-                   "unixgram?); abandoning them",
-                   ss.live_sessions, task_group_active(ss.background));
-    task_group_destroy(std::exchange(ss.background, nullptr));
+    const auto limit = cancel_and_wait(sh, ss, *log);
     // Workers have a deadline of their own; they report here when their sessions have ended.
     while (workers_drained.load(std::memory_order_acquire) + 1 < n) sh.run_once(true);
     service_available = false;

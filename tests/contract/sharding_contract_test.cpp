@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -408,35 +409,117 @@ TEST(ShardingContract, FourShards_SpawnRunsOnTheSessionsShardAndIsCancelledAtShu
 
 // ---- bad values -------------------------------------------------------------------------------------
 
+// ---- tests that need a client owned by a worker shard ----------------------------------------------------
+
+/// Handler part shared by the tests below: service_init records shard 0's thread (H15: it runs there),
+/// and "whoami" records the thread of the session that got it.
+class WhoAmI {
+public:
+    void record_init_thread() {
+        std::lock_guard lock(mutex_);
+        init_thread_ = std::this_thread::get_id();
+    }
+    /// True (and recorded) when `datagram` is "whoami".
+    bool record_whoami(const std::string& datagram) {
+        if (datagram != "whoami") return false;
+        std::lock_guard lock(mutex_);
+        last_whoami_ = std::this_thread::get_id();
+        return true;
+    }
+    bool last_whoami_was_a_worker() {
+        std::lock_guard lock(mutex_);
+        return last_whoami_ != init_thread_;
+    }
+
+private:
+    std::mutex mutex_;
+    ThreadId init_thread_, last_whoami_;
+};
+
+/// A client whose state lives on a worker shard (not shard 0), found by asking up to 64 fresh clients.
+/// Every handler using this answers "whoami" with "whoami".
+std::optional<RawClient> client_on_a_worker(Text& srv, WhoAmI& who) {
+    for (int attempt = 0; attempt < 64; ++attempt) {
+        RawClient c = srv.client();
+        c.send(srv.address(), "whoami");
+        if (c.recv(kGuard) != "whoami") return std::nullopt;
+        if (who.last_whoami_was_a_worker()) return c;
+    }
+    return std::nullopt;
+}
+
+std::string numbered(int i, char fill) {
+    std::string p = std::to_string(i) + ":";
+    p.resize(1000, fill);
+    return p;
+}
+
+/// Floods `count` numbered datagrams of 1000 bytes from `victim` (on a thread of its own: its sends
+/// block while the server pauses), waits (bounded) for `paused`, calls `release`, then reads `first` and
+/// every echo in order. Returns what went wrong, or an empty string.
+std::string flood_then_verify(Text& srv, RawClient& victim, int count, char fill, const std::function<bool()>& paused,
+                              const std::function<void()>& release, const std::string& first) {
+    std::atomic<int> sent{0};
+    std::string send_error;
+    std::thread sender([&] {
+        try {
+            for (int i = 0; i < count; ++i) {
+                victim.send(srv.address(), numbered(i, fill));
+                ++sent;
+            }
+        } catch (const std::exception& e) {
+            send_error = e.what();
+        }
+    });
+    const bool pause_seen = wait_until(paused, kGuard);
+    release();
+    std::string failure;
+    if (!pause_seen) failure = "no receive pause (" + std::to_string(sent.load()) + " datagrams sent)";
+    if (failure.empty() && victim.recv(kGuard) != first) failure = "the reply to '" + first + "' did not come first";
+    for (int i = 0; failure.empty() && i < count; ++i) {
+        const auto reply = victim.recv(kGuard);
+        if (!reply) failure = "no reply to datagram " + std::to_string(i);
+        else if (*reply != numbered(i, fill)) failure = "reply " + std::to_string(i) + " is '" + reply->substr(0, 12) + "...'";
+    }
+    sender.join();
+    if (failure.empty() && !send_error.empty()) failure = "send failed: " + send_error;
+    return failure;
+}
+
 // ---- a full mailbox: backpressure, nothing lost --------------------------------------------------------
 
-/// Echoes, except: "whoami" answers with nothing but records the session's thread; "block" parks
-/// the shard's thread (a blocking call in a handler) until the test opens the gate.
-class BlockingEchoHandler : public DatagramRequestHandler<std::string, std::string> {
+/// Echoes every datagram in one long session, after `before_echo` (which tests override); records
+/// shard 0's thread and answers "whoami" (see WhoAmI).
+class WorkerProbeEcho : public DatagramRequestHandler<std::string, std::string>, public WhoAmI {
 public:
-    std::binary_semaphore gate{0};
-    std::atomic<bool> blocked{false};
-    std::mutex mutex;
-    ThreadId init_thread, last_whoami;
-
     Task<> service_init(ExitStack&, Server&) override {
-        std::lock_guard lock(mutex);
-        init_thread = std::this_thread::get_id();  // shard 0's thread (H15: service_init runs there)
+        record_init_thread();
         co_return;
     }
     Session<std::string> handle(TextClient& client) override {
         for (;;) {
             std::string datagram = co_yield recv();
-            if (datagram == "whoami") {
-                std::lock_guard lock(mutex);
-                last_whoami = std::this_thread::get_id();
-            } else if (datagram == "block") {
-                blocked = true;
-                if (!gate.try_acquire_for(3 * kGuard)) std::abort();  // the test never opened it
-                blocked = false;
-            }
+            if (!record_whoami(datagram)) co_await before_echo(datagram);
             co_await client.send_packet(datagram);
         }
+    }
+
+protected:
+    virtual Task<> before_echo(const std::string&) { co_return; }
+};
+
+/// "block" parks the shard's thread (a blocking call in a handler) until the test opens the gate.
+class BlockingEchoHandler : public WorkerProbeEcho {
+public:
+    std::binary_semaphore gate{0};
+    std::atomic<bool> blocked{false};
+
+protected:
+    Task<> before_echo(const std::string& datagram) override {
+        if (datagram != "block") co_return;
+        blocked = true;
+        if (!gate.try_acquire_for(3 * kGuard)) std::abort();  // the test never opened it
+        blocked = false;
     }
 };
 
@@ -452,175 +535,73 @@ TEST(ShardingContract, FullMailbox_PausesReceivingAndLosesNothing) {
     // what limits this test.
     options.max_queued_datagrams = 4096;
     Text srv(handler, {}, options);
-
-    // Find a client owned by the worker shard (not service_init's thread).
-    std::optional<RawClient> victim;
-    for (int attempt = 0; attempt < 64 && !victim; ++attempt) {
-        RawClient c = srv.client();
-        c.send(srv.address(), "whoami");
-        ASSERT_EQ(c.recv(kGuard), "whoami");
-        std::lock_guard lock(handler.mutex);
-        if (handler.last_whoami != handler.init_thread) victim.emplace(std::move(c));
-    }
+    auto victim = client_on_a_worker(srv, handler);
     ASSERT_TRUE(victim) << "no client out of 64 was owned by shard 1";
 
     victim->send(srv.address(), "block");
     ASSERT_TRUE(wait_until([&] { return handler.blocked.load(); }, kGuard)) << "the worker never blocked";
-
     // 2000 datagrams of 1000 bytes (~2 MiB) cannot fit in the 256 KiB mailbox: once ~240 have been
-    // read, shard 0 must pause (counted in receive_pauses). The sender blocks in the kernel meanwhile,
-    // so it runs on its own thread.
+    // read, shard 0 must pause (counted in receive_pauses when the first record does not fit).
     constexpr int kCount = 2000;
-    std::atomic<int> sent{0};
-    std::string error;
-    std::thread sender([&] {
-        try {
-            for (int i = 0; i < kCount; ++i) {
-                std::string p = std::to_string(i) + ":";
-                p.resize(1000, 'x');
-                victim->send(srv.address(), p);
-                ++sent;
-            }
-        } catch (const std::exception& e) {
-            error = e.what();
-        }
-    });
-    // The pause is counted when the first record does not fit: await that event.
-    const bool past_capacity = wait_until([&] { return srv.server().stats().receive_pauses > 0; }, kGuard);
-    handler.gate.release();
-    int received = 0;
-    std::string failure;
-    if (past_capacity) {
-        ASSERT_EQ(victim->recv(kGuard), "block");
-        for (; received < kCount; ++received) {
-            auto reply = victim->recv(kGuard);
-            if (!reply) {
-                failure = "no reply to datagram " + std::to_string(received);
-                break;
-            }
-            std::string want = std::to_string(received) + ":";
-            want.resize(1000, 'x');
-            if (*reply != want) {
-                failure = "reply " + std::to_string(received) + " is '" + reply->substr(0, 12) + "...'";
-                break;
-            }
-        }
-    }
-    sender.join();
-    ASSERT_TRUE(past_capacity) << "no receive pause while the worker was blocked (" << sent.load()
-                               << " datagrams sent)";
-    ASSERT_TRUE(error.empty()) << error;
+    const std::string failure = flood_then_verify(
+        srv, *victim, kCount, 'x', [&] { return srv.server().stats().receive_pauses > 0; },
+        [&] { handler.gate.release(); }, "block");
     EXPECT_TRUE(failure.empty()) << failure;
-    EXPECT_EQ(received, kCount);
     const ServerStats st = srv.server().stats();
-    EXPECT_LT(st.datagrams_received, 300u + kCount) << "sanity";
     EXPECT_EQ(st.dropped_total(), 0u);
+    EXPECT_LT(st.datagrams_received, 300u + kCount) << "sanity";
 }
 
 // ---- a worker over its share of max_total_queued_bytes --------------------------------------------------
 
-/// Echoes; "hold" suspends the session (not the thread) until the test sets `released`, so that the
-/// client's next datagrams queue up on its shard.
-class HoldingEchoHandler : public DatagramRequestHandler<std::string, std::string> {
+/// "hold" suspends the session (not the thread) until the test sets `released`, so that the client's
+/// next datagrams queue up on its shard.
+class HoldingEchoHandler : public WorkerProbeEcho {
 public:
     std::atomic<bool> holding{false};
     std::atomic<bool> released{false};
-    std::mutex mutex;
-    ThreadId init_thread, last_whoami;
 
-    Task<> service_init(ExitStack&, Server&) override {
-        std::lock_guard lock(mutex);
-        init_thread = std::this_thread::get_id();
-        co_return;
-    }
-    Session<std::string> handle(TextClient& client) override {
-        for (;;) {
-            std::string datagram = co_yield recv();
-            if (datagram == "whoami") {
-                std::lock_guard lock(mutex);
-                last_whoami = std::this_thread::get_id();
-            } else if (datagram == "hold") {
-                holding = true;
-                // Polls a flag the test sets (bounded): the session waits, the shard keeps running.
-                for (int i = 0; i < 30000 && !released.load(); ++i) co_await sleep(1ms);
-            }
-            co_await client.send_packet(datagram);
-        }
+protected:
+    Task<> before_echo(const std::string& datagram) override {
+        if (datagram != "hold") co_return;
+        holding = true;
+        // Polls a flag the test sets (bounded): the session waits, the shard keeps running.
+        for (int i = 0; i < 30000 && !released.load(); ++i) co_await sleep(1ms);
     }
 };
 
 TEST(ShardingContract, WorkerOverItsQueuedBytesShare_PausesShardZerosReceive) {
     // max_total_queued_bytes is split between shards; a worker whose clients' queues exceed its share
-    // asks shard 0 to stop reading (kernel backpressure) and lets it resume once drained (spec §6 of
-    // DESIGN: bounded memory, nothing lost).
+    // stops draining its mailbox and asks shard 0 to stop reading (kernel backpressure); both resume
+    // once drained (DESIGN §6: bounded memory, nothing lost).
     HoldingEchoHandler handler;
     ServerOptions options = shards(2);
     options.max_total_queued_bytes = 64 * 1024;  // 32 KiB per shard
     options.max_queued_bytes = 64 * 1024;        // per client: a worker's overshoot past its share must stay below it
     Text srv(handler, {}, options);
-
-    std::optional<RawClient> victim;
-    for (int attempt = 0; attempt < 64 && !victim; ++attempt) {
-        RawClient c = srv.client();
-        c.send(srv.address(), "whoami");
-        ASSERT_EQ(c.recv(kGuard), "whoami");
-        std::lock_guard lock(handler.mutex);
-        if (handler.last_whoami != handler.init_thread) victim.emplace(std::move(c));
-    }
+    auto victim = client_on_a_worker(srv, handler);
     ASSERT_TRUE(victim) << "no client out of 64 was owned by shard 1";
+
     victim->send(srv.address(), "hold");
     ASSERT_TRUE(wait_until([&] { return handler.holding.load(); }, kGuard)) << "the session never held";
-
-    constexpr int kCount = 300;  // 300 × 1000 B: far over the 32 KiB share
-    std::atomic<int> sent{0};
-    std::string error;
-    std::thread sender([&] {
-        try {
-            for (int i = 0; i < kCount; ++i) {
-                std::string p = std::to_string(i) + ":";
-                p.resize(1000, 'q');
-                victim->send(srv.address(), p);
-                ++sent;
-            }
-        } catch (const std::exception& e) {
-            error = e.what();
-        }
-    });
-    const bool paused = wait_until([&] { return srv.server().stats().receive_pauses > 0; }, kGuard);
-    handler.released = true;
-    std::string failure;
-    int received = 0;
-    if (paused) {
-        if (victim->recv(kGuard) != "hold") failure = "the held datagram's reply did not come first";
-        for (; failure.empty() && received < kCount; ++received) {
-            auto reply = victim->recv(kGuard);
-            std::string want = std::to_string(received) + ":";
-            want.resize(1000, 'q');
-            if (!reply) failure = "no reply to datagram " + std::to_string(received);
-            else if (*reply != want) failure = "reply " + std::to_string(received) + " is '" + reply->substr(0, 8) + "...'";
-        }
-    }
-    sender.join();
-    ASSERT_TRUE(paused) << "no receive pause while shard 1 held " << sent.load() << " datagrams";
-    ASSERT_TRUE(error.empty()) << error;
+    // 300 × 1000 B: far over the 32 KiB share.
+    const std::string failure = flood_then_verify(
+        srv, *victim, 300, 'q', [&] { return srv.server().stats().receive_pauses > 0; },
+        [&] { handler.released = true; }, "hold");
     EXPECT_TRUE(failure.empty()) << failure;
-    EXPECT_EQ(received, kCount);
     EXPECT_EQ(srv.server().stats().dropped_total(), 0u);
 }
 
 // ---- shutdown from a handler on a worker shard ------------------------------------------------------------
 
-/// "whoami" records the session's thread; "stop" calls Server::stop() from the handler (spec §1.3:
-/// shutdown from inside the server returns at once, the run ends after it).
-class StopFromHandler : public DatagramRequestHandler<std::string, std::string> {
+/// "stop" calls Server::stop() from the handler (spec §1.3: shutdown from inside the server returns at
+/// once, the run ends after it); anything else is echoed.
+class StopFromHandler : public DatagramRequestHandler<std::string, std::string>, public WhoAmI {
 public:
-    std::mutex mutex;
-    ThreadId init_thread, last_whoami;
     std::atomic<bool> stop_returned{false};
 
     Task<> service_init(ExitStack&, Server& server) override {
-        std::lock_guard lock(mutex);
-        init_thread = std::this_thread::get_id();
+        record_init_thread();
         server_ = &server;
         co_return;
     }
@@ -631,10 +612,7 @@ public:
             stop_returned = true;
             co_return;
         }
-        {
-            std::lock_guard lock(mutex);
-            last_whoami = std::this_thread::get_id();
-        }
+        record_whoami(datagram);
         co_await client.send_packet(datagram);
     }
 
@@ -645,14 +623,7 @@ private:
 TEST(ShardingContract, FourShards_StopFromAHandlerOnAWorkerShardEndsTheRun) {
     StopFromHandler handler;
     Text srv(handler, {}, shards(4));
-    std::optional<RawClient> worker_client;
-    for (int attempt = 0; attempt < 64 && !worker_client; ++attempt) {
-        RawClient c = srv.client();
-        c.send(srv.address(), "whoami");
-        ASSERT_EQ(c.recv(kGuard), "whoami");
-        std::lock_guard lock(handler.mutex);
-        if (handler.last_whoami != handler.init_thread) worker_client.emplace(std::move(c));
-    }
+    auto worker_client = client_on_a_worker(srv, handler);
     ASSERT_TRUE(worker_client) << "no client out of 64 was owned by a worker shard";
 
     worker_client->send(srv.address(), "stop");
