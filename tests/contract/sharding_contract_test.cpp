@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: MIT
 // Contract tests for ServerOptions::shards: per-client order, one owner shard per client, shutdown and spawn on every shard.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -630,6 +634,80 @@ TEST(ShardingContract, FourShards_StopFromAHandlerOnAWorkerShardEndsTheRun) {
     EXPECT_TRUE(wait_until([&] { return !srv.server().is_serving() && handler.stop_returned.load(); }, 3 * kGuard))
         << "stop() called by a handler on a worker shard did not end the run";
     stop_within_guard(srv.server(), "after a handler's stop()");
+}
+
+// ---- a worker shard that cannot start -------------------------------------------------------------------
+
+/// Counts service_init calls; echoes.
+class CountingInitEcho : public DatagramRequestHandler<std::string, std::string> {
+public:
+    std::atomic<int> init_calls{0};
+    Task<> service_init(ExitStack&, Server&) override {
+        ++init_calls;
+        co_return;
+    }
+    Session<std::string> handle(TextClient& client) override {
+        std::string datagram = co_yield recv();
+        co_await client.send_packet(datagram);
+    }
+};
+
+/// Lowers RLIMIT_NOFILE so that exactly `fds` more can be opened (new fds take the lowest free numbers);
+/// restores it when it goes.
+class FdBudget {
+public:
+    explicit FdBudget(std::size_t fds) {
+        std::set<rlim_t> open;
+        for (auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+            open.insert(std::stoul(e.path().filename().string()));
+        rlim_t limit = 0;
+        std::erase_if(open, [](rlim_t fd) { return ::fcntl(static_cast<int>(fd), F_GETFD) == -1; });  // the listing's own
+        for (std::size_t free = 0; free < fds; ++limit)
+            if (!open.contains(limit)) ++free;
+        ::getrlimit(RLIMIT_NOFILE, &saved_);
+        rlimit lowered = saved_;
+        lowered.rlim_cur = limit;
+        ::setrlimit(RLIMIT_NOFILE, &lowered);
+    }
+    ~FdBudget() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+
+private:
+    rlimit saved_{};
+};
+
+TEST(ShardingContract, AWorkerThatCannotStartFailsStartBeforeServiceInit) {
+    // Every shard's loop is created before service_init runs (DESIGN §5): when one cannot be (here: out of
+    // fds), start() throws what went wrong, service_init never ran, and the server can start again.
+    CountingInitEcho handler;
+    TempDir dir;
+    const UnixAddress address = UnixAddress::pathname(dir.file("server.sock"));
+    ServerOptions options = shards(4);
+    auto [log, sink] = capturing_logger();
+    options.logger = log;
+    UnixDatagramServer<std::string, std::string, TextProtocol> server(address, TextProtocol{}, handler, options);
+    server.activate();  // the socket's fd exists before the budget is set
+    {
+        // Shard 0 needs 2 fds (its ring or epoll instance, its eventfd), each worker 2 more: 3 fds leave the
+        // first worker without room for its second.
+        FdBudget budget(3);
+        try {
+            server.start();
+            ADD_FAILURE() << "start() must fail when a worker shard cannot create its loop";
+        } catch (const std::system_error& e) {
+            EXPECT_NE(std::string(e.what()).find("backend"), std::string::npos) << e.what();
+            RecordProperty("start_error", e.what());
+        }
+    }
+    EXPECT_EQ(handler.init_calls.load(), 0) << "service_init must not run when a shard cannot start";
+    EXPECT_FALSE(server.is_serving());
+
+    server.start();  // with fds to spare, the same server starts and serves
+    RawClient c(UnixAddress::pathname(dir.file("c.sock")));
+    c.send(server.address(), "again");
+    EXPECT_EQ(c.recv(kGuard), "again");
+    EXPECT_EQ(handler.init_calls.load(), 1);
+    stop_within_guard(server, "restart after a failed start");
+    server.close();
 }
 
 TEST(ShardingContract, ShardsOutOfRange_ConstructorThrowsInvalidArgumentNamingShards) {
