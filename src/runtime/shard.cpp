@@ -96,12 +96,23 @@ bool prepare_wait(Waiter& w, const char* what, Clock::time_point own_deadline) {
     return true;
 }
 
-void complete_wait(Waiter& w, WaitStatus status) noexcept {
-    if (w.status != WaitStatus::pending) return;
+namespace {
+/// Ends a pending wait (its timer, its context's link) with `status`; false if it was not pending.
+bool settle_wait(Waiter& w, WaitStatus status) noexcept {
+    if (w.status != WaitStatus::pending) return false;
     w.ctx->shard->timers().cancel(&w.timer);
     if (w.ctx->waiting == &w) w.ctx->waiting = nullptr;
     w.status = status;
-    w.ctx->shard->schedule(w.handle, w.ctx);
+    return true;
+}
+}  // namespace
+
+void complete_wait(Waiter& w, WaitStatus status) noexcept {
+    if (settle_wait(w, status)) w.ctx->shard->schedule(w.handle, w.ctx);
+}
+
+void complete_wait_now(Waiter& w, WaitStatus status) noexcept {
+    if (settle_wait(w, status)) w.ctx->shard->resume_now(w.handle, w.ctx);
 }
 
 void rethrow_wait_status(const Waiter& w) {
@@ -332,17 +343,13 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
     SendWait* w = op->waiter;
     if (w == nullptr && result < 0) ServerStatsCounters::add(stats.sends_abandoned);
     release_op(op);  // back in the pool before the session goes on (its next reply reuses it)
-    if (w != nullptr && w->waiter.status == WaitStatus::pending) {
+    if (w != nullptr) {
         // Resume the sender now rather than at the end of the turn: a session whose reply was its
         // last step ends before the rest of this batch of completions is dispatched, so its client's
         // next datagram (often in the same batch) starts a session straight from the receive
         // buffer instead of being copied into the client's queue.
         w->result = result;
-        Waiter& waiter = w->waiter;
-        timers_.cancel(&waiter.timer);
-        if (waiter.ctx->waiting == &waiter) waiter.ctx->waiting = nullptr;
-        waiter.status = WaitStatus::ok;
-        resume_now(waiter.handle, waiter.ctx);
+        complete_wait_now(w->waiter, WaitStatus::ok);
     }
 }
 

@@ -13,6 +13,7 @@
 #include <typeinfo>
 
 #include "runtime/shard.hpp"
+#include "server/address_format.hpp"
 #include "server/server_core.hpp"
 #include "unixgram/ancillary.hpp"
 #include "unixgram/detail/frame_pool.hpp"
@@ -124,9 +125,7 @@ ClientState* ServerShard::find_or_create(const UnixAddress& address) {
 
 void ServerShard::dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept {
     // Counted by the owner shard: once datagrams_received counts a datagram, it is in its client's hands.
-    ServerStatsCounters::add(stats.datagrams_received);
-    ServerStatsCounters::add(stats.bytes_received, d.real_length);
-    if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
+    count_received(d);
     ClientState* c;
     try {
         c = find_or_create(sender);
@@ -163,11 +162,8 @@ void ServerShard::dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept 
         RecvWait* w = c->recv_waiter;
         c->recv_waiter = nullptr;
         w->has_datagram = true;
-        shard.timers().cancel(&w->waiter.timer);
-        if (w->waiter.ctx->waiting == &w->waiter) w->waiter.ctx->waiting = nullptr;
-        w->waiter.status = WaitStatus::ok;
         c->inline_datagram = &d;
-        shard.resume_now(w->waiter.handle, w->waiter.ctx);
+        complete_wait_now(w->waiter, WaitStatus::ok);
         if (c->inline_datagram == &d) {  // cannot happen: await_resume consumes it at once
             c->inline_datagram = nullptr;
             enqueue(c, d);
@@ -182,7 +178,7 @@ void ServerShard::enqueue(ClientState* c, RecvDatagram& d) noexcept {
         ServerStatsCounters::add(stats.dropped_queue_full);
         queue_full_log.log(*core.log, spdlog::level::warn,
                            "Dropped a datagram from {}: its queue is full ({} datagrams, {} bytes)",
-                           c->address.to_string(), c->queued_count, c->queued_bytes);
+                           c->address, c->queued_count, c->queued_bytes);
         close_fds(d.fds, d.fd_count);
         return;
     }

@@ -9,6 +9,7 @@
 #include "runtime/mailbox.hpp"
 #include "runtime/root_task.hpp"
 #include "runtime/shard.hpp"
+#include "server/address_format.hpp"
 #include "server/server_core.hpp"
 #include "unixgram/task_group.hpp"
 
@@ -34,23 +35,26 @@ ServerShard::~ServerShard() { shard.attach(nullptr); }
 
 // ---- receiving (shard 0) ---------------------------------------------------------------------------
 
+void ServerShard::count_received(const RecvDatagram& d) noexcept {
+    ServerStatsCounters::add(stats.datagrams_received);
+    ServerStatsCounters::add(stats.bytes_received, d.real_length);
+    if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
+}
+
 void ServerShard::on_received(RecvDatagram& d) noexcept {
+    // A datagram dropped here is counted here; one handed over is counted by its owner (dispatch()).
     const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
-    if (d.truncated || (sender.is_unnamed() && core.options.unnamed_addresses != UnnamedAddresses::handle)) {
-        // Dropped here: counted here (what is handed over is counted by its owner, see dispatch()).
-        ServerStatsCounters::add(stats.datagrams_received);
-        ServerStatsCounters::add(stats.bytes_received, d.real_length);
-        if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
-    }
     if (d.truncated) {
+        count_received(d);
         ServerStatsCounters::add(stats.dropped_truncated);
         truncated_log.log(*core.log, spdlog::level::warn,
                           "Dropped a datagram of {} bytes from {}: larger than max_datagram_size ({})", d.real_length,
-                          sender.to_string(), core.options.max_datagram_size);
+                          sender, core.options.max_datagram_size);
         close_fds(d.fds, d.fd_count);
         return;
     }
     if (sender.is_unnamed() && core.options.unnamed_addresses != UnnamedAddresses::handle) {
+        count_received(d);
         ServerStatsCounters::add(stats.dropped_unnamed);
         const auto level =
             core.options.unnamed_addresses == UnnamedAddresses::warn ? spdlog::level::warn : spdlog::level::debug;

@@ -75,6 +75,8 @@ struct ServerShard {
 
     /// Hands `d` to its client (here): to the session waiting for it, a new session, or the queue.
     void dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept;
+    /// Counts `d` in datagrams_received / bytes_received (once, by the shard that drops or dispatches it).
+    void count_received(const RecvDatagram& d) noexcept;
     ClientState* find_or_create(const UnixAddress& address);
     void start_session(ClientState* c) noexcept;
     void maybe_idle(ClientState* c) noexcept;

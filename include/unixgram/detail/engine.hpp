@@ -97,6 +97,8 @@ ExecContext& require_context(const char* what);
 bool prepare_wait(Waiter& w, const char* what, Clock::time_point own_deadline = Clock::time_point::max());
 /// Completes a pending wait and schedules its coroutine. No-op if it is no longer pending.
 void complete_wait(Waiter& w, WaitStatus status) noexcept;
+/// Completes a pending wait and resumes its coroutine at once (on the wait's shard, from its loop).
+void complete_wait_now(Waiter& w, WaitStatus status) noexcept;
 /// Throws what the status means (Cancelled, TimeoutError, ScopeExpired); returns on ok.
 void rethrow_wait_status(const Waiter& w);
 
