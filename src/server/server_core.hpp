@@ -32,7 +32,6 @@ struct ShardSlot {
     std::thread thread;              ///< workers' threads (shard 0 runs on serve()'s caller)
     std::exception_ptr error;        ///< the worker could not start
     bool ready = false;
-    bool done = false;
 };
 
 struct ServerCore {
@@ -80,7 +79,6 @@ struct ServerCore {
     std::atomic<int> pause_requests{0};        ///< workers over their queued-bytes share
     std::shared_ptr<const ContextMap> default_vars;  ///< from service_init; set before serving
 
-    ServerShard* server_shard(unsigned i) noexcept { return slots[i].server; }
     /// Which shard owns `address`'s client state.
     unsigned owner_of(const UnixAddress& address) const noexcept {
         return static_cast<unsigned>(address.hash() % options.shards);

@@ -96,7 +96,6 @@ private:
     struct Outbox {
         Mailbox* box = nullptr;
         Shard* target = nullptr;
-        ServerShard* target_server = nullptr;
         std::deque<std::vector<std::byte>> overflow;  ///< refused by a full mailbox, in order
         bool dirty = false;                           ///< pushed since the last publish
     };
