@@ -3,6 +3,9 @@
 #include "io/uring/compat.hpp"
 
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -35,6 +38,51 @@ void free_buf_ring(io_uring* ring, io_uring_buf_ring* br, unsigned entries, int 
     if (br == nullptr) return;
     io_uring_unregister_buf_ring(ring, bgid);
     ::munmap(br, entries * sizeof(io_uring_buf));
+}
+
+namespace {
+
+struct ProbeResources {
+    int target = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int sender = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    io_uring ring{};
+    bool ring_ready = false;
+    ~ProbeResources() {
+        if (ring_ready) io_uring_queue_exit(&ring);
+        if (target >= 0) ::close(target);
+        if (sender >= 0) ::close(sender);
+    }
+};
+
+bool probe_addressed_send() noexcept {
+    ProbeResources p;
+    if (p.target < 0 || p.sender < 0) return false;
+    // Autobind (an abstract name chosen by the kernel): no file, nothing to clean up.
+    const sa_family_t family = AF_UNIX;
+    if (::bind(p.target, reinterpret_cast<const sockaddr*>(&family), sizeof family) != 0) return false;
+    sockaddr_un name{};
+    socklen_t name_length = sizeof name;
+    if (::getsockname(p.target, reinterpret_cast<sockaddr*>(&name), &name_length) != 0) return false;
+    if (io_uring_queue_init(2, &p.ring, 0) != 0) return false;
+    p.ring_ready = true;
+
+    static const char byte = 'p';
+    io_uring_sqe* sqe = io_uring_get_sqe(&p.ring);
+    io_uring_prep_send(sqe, p.sender, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    io_uring_prep_send_set_addr(sqe, reinterpret_cast<const sockaddr*>(&name), static_cast<__u16>(name_length));
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_submit_and_wait(&p.ring, 1) != 1 || io_uring_peek_cqe(&p.ring, &cqe) != 0) return false;
+    const int res = cqe->res;
+    io_uring_cqe_seen(&p.ring, cqe);
+    char got = 0;
+    return res == 1 && ::recv(p.target, &got, 1, MSG_DONTWAIT) == 1 && got == byte;
+}
+
+}  // namespace
+
+bool addressed_send_supported() noexcept {
+    static const bool supported = probe_addressed_send();
+    return supported;
 }
 
 }  // namespace unixgram::detail::uring_compat

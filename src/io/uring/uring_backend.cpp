@@ -63,6 +63,7 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
             msg_ring_ = io_uring_opcode_supported(probe, IORING_OP_MSG_RING) != 0;
             io_uring_free_probe(probe);
         }
+        addressed_send_ = uring_compat::addressed_send_supported();
         buffer_size_ = sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_un) +
                        (config.receive_control ? kControlSize : 0) + config.max_datagram_size;
         buffer_size_ = (buffer_size_ + 63) & ~std::size_t{63};
@@ -165,10 +166,17 @@ void UringBackend::notify(UringBackend& target) noexcept {
 }
 
 void UringBackend::submit_send(SendOp* op) noexcept {
-    op->prepare_msghdr();
     io_uring_sqe* sqe = get_sqe();
     // MSG_DONTWAIT always: a blocking AF_UNIX send retried by io_uring can deliver an empty datagram.
-    io_uring_prep_sendmsg(sqe, 0, &op->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (addressed_send_) {
+        // sendto: the kernel reads the address directly instead of importing a msghdr and an iovec.
+        io_uring_prep_send(sqe, 0, op->buffer.data(), op->buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        io_uring_prep_send_set_addr(sqe, reinterpret_cast<const sockaddr*>(&op->dest),
+                                    static_cast<__u16>(op->dest_length));
+    } else {
+        op->prepare_msghdr();
+        io_uring_prep_sendmsg(sqe, 0, &op->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data(sqe, op);
 }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// UringBackend: multishot recvmsg on a provided-buffer ring, batched MSG_DONTWAIT sendmsg.
+// UringBackend: multishot recvmsg on a provided-buffer ring, batched MSG_DONTWAIT sends (sendto, or sendmsg on kernels < 6.1).
 #pragma once
 
 #include <liburing.h>
@@ -45,6 +45,8 @@ public:
     /// MSG_RING requests not yet completed (their targets must outlive them).
     unsigned messages_in_flight() const noexcept { return messages_in_flight_; }
     const char* name() const noexcept { return "io_uring"; }
+    /// True when replies go out as IORING_OP_SEND with an address (sendto) rather than SENDMSG.
+    bool addressed_send() const noexcept { return addressed_send_; }
 
 private:
     enum class RecvState { idle, armed, cancelling };
@@ -76,6 +78,7 @@ private:
     RecvState recv_state_ = RecvState::idle;
     bool want_receive_ = false;
     bool msg_ring_ = false;  ///< the kernel supports IORING_OP_MSG_RING
+    bool addressed_send_ = false;  ///< the kernel takes an address on IORING_OP_SEND (6.1)
     unsigned messages_in_flight_ = 0;
 };
 
