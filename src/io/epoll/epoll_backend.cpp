@@ -139,6 +139,7 @@ void EpollBackend::receive_batches() noexcept {
             recv_msgs_[i].msg_len = 0;
         }
         const int n = ::recvmmsg(socket_fd_, recv_msgs_, kBatch, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC, nullptr);
+        socket_hot_ = n > 0;
         if (n <= 0) return;
         // Everything read is dispatched, even if a datagram pauses receiving (queue cap reached).
         for (int i = 0; i < n; ++i) {
@@ -160,6 +161,17 @@ void EpollBackend::receive_batches() noexcept {
 
 void EpollBackend::poll(bool block, Clock::time_point deadline) noexcept {
     flush_sends();
+    // Under load the socket refills between turns: read it directly, as a recvmmsg loop would, and ask
+    // epoll only once it is empty (or every kMaxPollSkips turns, so that eventfd wake-ups are seen).
+    if (receiving_ && socket_hot_ && poll_skips_ < kMaxPollSkips) {
+        ++poll_skips_;
+        receive_batches();
+        if (socket_hot_) {
+            flush_sends();
+            return;
+        }
+    }
+    poll_skips_ = 0;
     epoll_event events[4];
     timespec ts{0, 0};
     timespec* tsp = &ts;

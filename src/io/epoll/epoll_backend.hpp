@@ -42,6 +42,9 @@ public:
 
 private:
     static constexpr std::size_t kBatch = 32;
+    /// Turns in a row that may read the socket without asking epoll first (bounds how long a wake-up
+    /// on the eventfd can wait while the socket keeps delivering).
+    static constexpr unsigned kMaxPollSkips = 16;
     void flush_sends() noexcept;
     void receive_batches() noexcept;
     void set_interest(bool readable) noexcept;
@@ -51,6 +54,8 @@ private:
     int epoll_fd_ = -1;
     int wake_fd_ = -1;
     bool receiving_ = false;
+    bool socket_hot_ = false;  ///< the last recvmmsg returned datagrams: try reading before polling
+    unsigned poll_skips_ = 0;
     bool control_ = false;
     std::size_t buffer_size_ = 0;
     std::unique_ptr<std::byte[]> buffers_;
