@@ -71,8 +71,11 @@ public:
     friend bool operator==(const UnixAddress& a, const UnixAddress& b) noexcept {
         return a.length_ == b.length_ && std::memcmp(&a.addr_, &b.addr_, a.length_) == 0;
     }
-    /// FNV-1a over (length, bytes).
+    /// A hash of (length, bytes), 8 bytes per step. Equals hash_of(data(), length()).
     std::size_t hash() const noexcept;
+    /// The hash() that from_sockaddr(addr, length) would have, for a name the kernel returned
+    /// (sun_family AF_UNIX), without building the address.
+    static std::size_t hash_of(const void* addr, socklen_t length) noexcept;
 
 private:
     sockaddr_un addr_;

@@ -105,12 +105,12 @@ void ServerShard::release_queued(QueuedDatagram* q) noexcept {
 
 // ---- dispatch -----------------------------------------------------------------------------------
 
-ClientState* ServerShard::find_or_create(const UnixAddress& address) {
-    auto [it, inserted] = clients.try_emplace(address, nullptr);  // one hash for lookup and insert
-    if (!inserted) {
+ClientState* ServerShard::find_or_create(const SenderName& sender) {
+    if (auto it = clients.find(sender); it != clients.end()) {
         idle.remove(it->second);
         return it->second;
     }
+    const auto it = clients.try_emplace(sender.address(), nullptr).first;  // new client: its first datagram
     try {
         it->second = new ClientState();
     } catch (...) {
@@ -119,11 +119,11 @@ ClientState* ServerShard::find_or_create(const UnixAddress& address) {
     }
     it->second->home = this;
     it->second->core = &core;
-    it->second->address = address;
+    it->second->address = it->first;
     return it->second;
 }
 
-void ServerShard::dispatch(RecvDatagram& d, const UnixAddress& sender) noexcept {
+void ServerShard::dispatch(RecvDatagram& d, const SenderName& sender) noexcept {
     // Counted by the owner shard: once datagrams_received counts a datagram, it is in its client's hands.
     count_received(d);
     ClientState* c;

@@ -80,8 +80,9 @@ struct ServerCore {
     std::shared_ptr<const ContextMap> default_vars;  ///< from service_init; set before serving
 
     /// Which shard owns `address`'s client state.
-    unsigned owner_of(const UnixAddress& address) const noexcept {
-        return static_cast<unsigned>(address.hash() % options.shards);
+    /// The shard that owns a client, from its address's hash (UnixAddress::hash / hash_of).
+    unsigned owner_of(std::size_t address_hash) const noexcept {
+        return static_cast<unsigned>(address_hash % options.shards);
     }
 
 private:

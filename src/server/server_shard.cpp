@@ -43,13 +43,13 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
 
 void ServerShard::on_received(RecvDatagram& d) noexcept {
     // A datagram dropped here is counted here; one handed over is counted by its owner (dispatch()).
-    const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
+    const SenderName sender = SenderName::of(d.name, d.name_length);
     if (d.truncated) {
         count_received(d);
         ServerStatsCounters::add(stats.dropped_truncated);
         truncated_log.log(*core.log, spdlog::level::warn,
                           "Dropped a datagram of {} bytes from {}: larger than max_datagram_size ({})", d.real_length,
-                          sender, core.options.max_datagram_size);
+                          sender.address(), core.options.max_datagram_size);
         close_fds(d.fds, d.fd_count);
         return;
     }
@@ -66,7 +66,7 @@ void ServerShard::on_received(RecvDatagram& d) noexcept {
         dispatch(d, sender);
         return;
     }
-    const unsigned owner = core.owner_of(sender);
+    const unsigned owner = core.owner_of(sender.hash);
     if (owner == index) {
         dispatch(d, sender);
     } else {
@@ -185,8 +185,7 @@ bool ServerShard::drain_inbox(bool force) noexcept {
     while (budget > 0 && (force || !receive_paused) && !inbox->empty()) {
         const std::size_t n = inbox->drain(
             [this](RecvDatagram& d) {
-                const UnixAddress sender = UnixAddress::from_sockaddr(d.name, d.name_length);
-                dispatch(d, sender);
+                dispatch(d, SenderName::of(d.name, d.name_length));
             },
             std::min(budget, kInboxStep));
         budget -= std::min(budget, n);

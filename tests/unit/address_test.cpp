@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <vector>
 #include <string_view>
 #include <unordered_set>
 
@@ -232,6 +233,26 @@ TEST(UnixAddress, EqualityIsByRawLengthAndBytes) {
     EXPECT_NE(UnixAddress::abstract(std::string_view("a\0", 2)), UnixAddress::abstract("a"));
     EXPECT_NE(UnixAddress::abstract("a"), UnixAddress::pathname("a"));
     EXPECT_EQ(UnixAddress::abstract(std::string_view("a\0b", 3)), UnixAddress::abstract(std::string_view("a\0b", 3)));
+}
+
+TEST(UnixAddress, HashOfARawNameEqualsTheHashOfTheAddressBuiltFromIt) {
+    // The server looks clients up by the kernel's bytes (hash_of) and stores UnixAddress keys (hash()).
+    std::vector<UnixAddress> addresses = {UnixAddress::pathname("/a"), UnixAddress::pathname("/tmp/unixgram-x/c-17.sock"),
+                                          UnixAddress::abstract(""), UnixAddress::abstract(std::string_view("a\0b", 3)),
+                                          UnixAddress::pathname(std::string(UnixAddress::kMaxNameLength, 'p')),
+                                          UnixAddress::abstract(std::string(UnixAddress::kMaxNameLength, 'q'))};
+    for (std::size_t n = 1; n <= 17; ++n) addresses.push_back(UnixAddress::pathname(std::string(n, 'z')));  // every tail
+    for (const UnixAddress& a : addresses) {
+        EXPECT_EQ(UnixAddress::hash_of(&a.raw(), a.length()), a.hash()) << a.to_string();
+        EXPECT_EQ(UnixAddress::from_sockaddr(&a.raw(), a.length()).hash(), a.hash()) << a.to_string();
+    }
+    const UnixAddress unnamed;
+    EXPECT_EQ(UnixAddress::hash_of(&unnamed.raw(), 0), unnamed.hash());
+    EXPECT_EQ(UnixAddress::hash_of(&unnamed.raw(), sizeof(sa_family_t)), unnamed.hash());
+    EXPECT_EQ(UnixAddress::hash_of(nullptr, 0), unnamed.hash());
+    // Names that differ only in their last byte hash differently (no tail byte is ignored).
+    EXPECT_NE(UnixAddress::pathname("/tmp/c-1").hash(), UnixAddress::pathname("/tmp/c-2").hash());
+    EXPECT_NE(UnixAddress::pathname("/tmp/c-10").hash(), UnixAddress::pathname("/tmp/c-11").hash());
 }
 
 TEST(UnixAddress, HashFollowsEquality) {
