@@ -20,12 +20,13 @@
 
 namespace {
 
-class EchoHandler : public unixgram::DatagramRequestHandler<unixgram::Bytes, unixgram::Bytes> {
+// PooledBytes: each request's copy comes from the loop thread's recycling pool, so serving allocates nothing.
+class EchoHandler : public unixgram::DatagramRequestHandler<unixgram::PooledBytes, unixgram::PooledBytes> {
 public:
     explicit EchoHandler(spdlog::logger& log) : log_(log) {}
 
-    unixgram::Session<unixgram::Bytes> handle(unixgram::Client<unixgram::Bytes>& client) override {
-        unixgram::Bytes request = co_yield unixgram::recv();
+    unixgram::Session<unixgram::PooledBytes> handle(unixgram::Client<unixgram::PooledBytes>& client) override {
+        unixgram::PooledBytes request = co_yield unixgram::recv();
         try {
             co_await client.send_packet(request);
         } catch (const std::system_error& e) {  // peer gone, unnamed peer: not the server's fault
@@ -105,7 +106,7 @@ int main(int argc, char** argv) {
 
     EchoHandler handler(*log);
     try {
-        unixgram::UnixDatagramServer server(*address, unixgram::RawProtocol{}, handler, options);
+        unixgram::UnixDatagramServer server(*address, unixgram::PooledRawProtocol{}, handler, options);
         server.start();
         std::printf("listening on %s\n", server.address().to_string().c_str());
         std::fflush(stdout);

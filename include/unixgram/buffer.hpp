@@ -21,10 +21,30 @@
 #include <string_view>
 #include <vector>
 
+#include "unixgram/detail/frame_pool.hpp"
+
 namespace unixgram {
 
 /// Raw datagram bytes, as the built-in RawProtocol delivers and sends them.
 using Bytes = std::vector<std::byte>;
+
+/// A std::allocator replacement drawing from the calling thread's recycling pool, the one session frames
+/// use: blocks of up to 4 KiB go back to that pool when freed (on whichever thread frees them) and are
+/// reused instead of returning to malloc; larger ones use operator new. Stateless: all instances compare equal.
+template <class T>
+struct PoolAllocator {
+    using value_type = T;
+    PoolAllocator() noexcept = default;
+    template <class U>
+    PoolAllocator(const PoolAllocator<U>&) noexcept {}
+    T* allocate(std::size_t n) { return static_cast<T*>(detail::frame_allocate(n * sizeof(T))); }
+    void deallocate(T* p, std::size_t n) noexcept { detail::frame_deallocate(p, n * sizeof(T)); }
+    template <class U>
+    bool operator==(const PoolAllocator<U>&) const noexcept { return true; }
+};
+
+/// Bytes whose storage is recycled per thread (PoolAllocator): what PooledRawProtocol parses requests into.
+using PooledBytes = std::vector<std::byte, PoolAllocator<std::byte>>;
 
 class Buffer {
 public:

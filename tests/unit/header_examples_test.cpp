@@ -93,7 +93,12 @@ TEST(HeaderExamples, RawProtocol) {
     unixgram::Bytes back = raw.build_packet(out.view());
     assert(back == (unixgram::Bytes{std::byte{0x01}, std::byte{0xff}}));
     assert(raw.build_packet({}).empty());  // an empty datagram is a valid request
+
+    unixgram::PooledRawProtocol pooled;
+    unixgram::PooledBytes request = pooled.build_packet(out.view());
+    assert(std::ranges::equal(request, back));
     // END EXAMPLE
+    EXPECT_TRUE(std::ranges::equal(request, back));
 }
 
 TEST(HeaderExamples, TextProtocol) {
