@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Micro-benchmarks of the client table: UnixAddress keys in the std::unordered_map a server looks clients up in.
+// Micro-benchmarks of the client table: the shard's ClientTable (open addressing, src/server/client_table.hpp)
+// looked up by the kernel's sender bytes, against the std::unordered_map<UnixAddress, …> it replaced.
+#include "server/client_table.hpp"
 #include "unixgram/address.hpp"
 
 #include <benchmark/benchmark.h>
@@ -11,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <string_view>
@@ -20,8 +23,10 @@
 namespace {
 
 using unixgram::UnixAddress;
+using unixgram::detail::ClientState;
+using unixgram::detail::SenderName;
 
-// The table ServerCore keeps (server_core.hpp), with the ClientState* erased to void*.
+// The table before ClientTable, with the ClientState* erased to void*.
 using ClientTable = std::unordered_map<UnixAddress, void*>;
 
 /// Client number `i`'s address. Half the clients bind a pathname, half autobind; an autobound client
@@ -116,6 +121,79 @@ void BM_ClientTableInsertErase(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_ClientTableInsertErase)->Arg(16)->Arg(1000)->Arg(100000);
+
+// The server's table: a datagram's sender bytes are hashed (UnixAddress::hash_of) and looked up in place;
+// a hit returns the ClientState the dispatch goes on with.
+struct RealTable {
+    std::vector<std::unique_ptr<ClientState>> states;
+    unixgram::detail::ClientTable table;
+
+    explicit RealTable(const std::vector<UnixAddress>& keys) {
+        for (const auto& k : keys) add(k);
+    }
+    ClientState* add(const UnixAddress& k) {
+        auto c = std::make_unique<ClientState>();
+        c->address = k;
+        c->address_hash = k.hash();
+        table.insert(c.get(), c->address_hash);
+        states.push_back(std::move(c));
+        return states.back().get();
+    }
+};
+
+void BM_ServerClientTableLookupHit(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    const auto keys = client_addresses(0, n);
+    RealTable t(keys);
+    const auto probes = shuffled(keys);
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const UnixAddress& p = probes[i];
+        ClientState* c = t.table.find(SenderName::of(&p.raw(), p.length()));
+        benchmark::DoNotOptimize(c);
+        if (++i == probes.size()) i = 0;
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ServerClientTableLookupHit)->Arg(16)->Arg(1000)->Arg(100000);
+
+void BM_ServerClientTableLookupMiss(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    RealTable t(client_addresses(0, n));
+    const auto probes = client_addresses(n, 1024);
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const UnixAddress& p = probes[i];
+        ClientState* c = t.table.find(SenderName::of(&p.raw(), p.length()));
+        benchmark::DoNotOptimize(c);
+        if (++i == probes.size()) i = 0;
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ServerClientTableLookupMiss)->Arg(16)->Arg(1000)->Arg(100000);
+
+// find (miss) + insert + erase of a client while N others stay (the ClientState itself is reused here;
+// the server allocates one per new client).
+void BM_ServerClientTableInsertErase(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    RealTable t(client_addresses(0, n));
+    const auto newcomers = client_addresses(n, 1024);
+    ClientState c;
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const UnixAddress& a = newcomers[i];
+        const SenderName name = SenderName::of(&a.raw(), a.length());
+        if (t.table.find(name) == nullptr) {
+            c.address = a;
+            c.address_hash = name.hash;
+            t.table.insert(&c, name.hash);
+        }
+        t.table.erase(&c, c.address_hash);
+        if (++i == newcomers.size()) i = 0;
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ServerClientTableInsertErase)->Arg(16)->Arg(1000)->Arg(100000);
 
 // The hash and the copy-in cost grow with the name's length: an autobind name (8 bytes of sockaddr),
 // a typical pathname, and the longest pathname the kernel accepts.

@@ -57,6 +57,7 @@ struct ClientState {
     ServerShard* home = nullptr;            ///< the shard that owns this client (valid until orphaned)
     ServerCore* core = nullptr;             ///< its server (outlives the run)
     UnixAddress address;
+    std::size_t address_hash = 0;           ///< address.hash(): its key in the shard's ClientTable
     ClientState* idle_prev = nullptr;       ///< idle LRU links (no session, no queue, no refs)
     ClientState* idle_next = nullptr;
     bool in_idle = false;

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <system_error>
@@ -106,21 +107,17 @@ void ServerShard::release_queued(QueuedDatagram* q) noexcept {
 // ---- dispatch -----------------------------------------------------------------------------------
 
 ClientState* ServerShard::find_or_create(const SenderName& sender) {
-    if (auto it = clients.find(sender); it != clients.end()) {
-        idle.remove(it->second);
-        return it->second;
+    if (ClientState* c = clients.find(sender); c != nullptr) {
+        idle.remove(c);
+        return c;
     }
-    const auto it = clients.try_emplace(sender.address(), nullptr).first;  // new client: its first datagram
-    try {
-        it->second = new ClientState();
-    } catch (...) {
-        clients.erase(it);
-        throw;
-    }
-    it->second->home = this;
-    it->second->core = &core;
-    it->second->address = it->first;
-    return it->second;
+    auto fresh = std::make_unique<ClientState>();  // a new client: its first datagram
+    fresh->home = this;
+    fresh->core = &core;
+    fresh->address = sender.address();
+    fresh->address_hash = sender.hash;
+    clients.insert(fresh.get(), sender.hash);
+    return fresh.release();
 }
 
 void ServerShard::dispatch(RecvDatagram& d, const SenderName& sender) noexcept {
@@ -264,7 +261,7 @@ void ServerShard::maybe_idle(ClientState* c) noexcept {
 
 void ServerShard::destroy_client(ClientState* c) noexcept {
     idle.remove(c);
-    clients.erase(c->address);
+    clients.erase(c, c->address_hash);
     delete c;
 }
 

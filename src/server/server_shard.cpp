@@ -219,8 +219,9 @@ void ServerShard::update_receive_pause() noexcept {
 
 void ServerShard::cancel_all() noexcept {
     tearing_down = true;
-    for (auto& [address, c] : clients)
+    clients.for_each([](ClientState* c) {
         if (c->session != nullptr) cancel_context(c->session->ctx);
+    });
     if (background != nullptr) task_group_cancel(background);
 }
 
@@ -229,7 +230,7 @@ bool ServerShard::has_live_work() const noexcept {
 }
 
 void ServerShard::teardown_clients() noexcept {
-    for (auto& [address, c] : clients) {
+    clients.for_each([this](ClientState* c) {
         std::size_t dropped = 0;
         while (c->head != nullptr) {
             QueuedDatagram* q = c->head;
@@ -241,16 +242,16 @@ void ServerShard::teardown_clients() noexcept {
         c->queued_count = c->queued_bytes = 0;
         if (dropped > 0) {
             ServerStatsCounters::add(stats.dropped_at_shutdown, dropped);
-            core.log->warn("Dropped {} datagram(s) from {} still queued at shutdown", dropped, address.to_string());
+            core.log->warn("Dropped {} datagram(s) from {} still queued at shutdown", dropped, c->address.to_string());
         }
         idle.remove(c);
-        if (c->session != nullptr) continue;  // stuck session (see serve): leak rather than dangle
+        if (c->session != nullptr) return;  // stuck session (see serve): leak rather than dangle
         if (c->refs > 0) {
             c->orphaned = true;  // freed when the last Client copy goes
         } else {
             delete c;
         }
-    }
+    });
     clients.clear();
     total_queued_bytes = 0;
     if (pause_reported_) {

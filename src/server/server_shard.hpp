@@ -2,18 +2,14 @@
 // ServerShard: what one shard of a running server owns — its clients, their sessions and queues.
 #pragma once
 
-#include <sys/socket.h>
-#include <sys/un.h>
-
 #include <cstddef>
-#include <cstring>
 #include <deque>
 #include <exception>
-#include <unordered_map>
 #include <vector>
 
 #include "io/datagram.hpp"
 #include "server/client_state.hpp"
+#include "server/client_table.hpp"
 #include "server/rate_limited_log.hpp"
 #include "server/stats_counters.hpp"
 #include "unixgram/address.hpp"
@@ -28,43 +24,6 @@ struct TaskGroupState;
 /// Hashes client addresses for the client table. Deliberately not noexcept: libstdc++ then stores each
 /// key's hash in its node, so a lookup compares stored hashes instead of re-hashing pathnames (measured in
 /// benchmarks/micro/client_table_benchmark.cpp: 41 → 24 ns per hit with 16 clients).
-/// Transparent (C++20 heterogeneous lookup): a received datagram's sender is looked up as a SenderName
-/// over the receive buffer, so no UnixAddress is built unless the client is new.
-struct AddressHash {
-    using is_transparent = void;
-    std::size_t operator()(const UnixAddress& a) const { return a.hash(); }
-    std::size_t operator()(const struct SenderName& s) const;
-};
-
-/// A received datagram's sender name as the kernel wrote it, with its hash (UnixAddress::hash_of).
-struct SenderName {
-    const void* bytes;
-    socklen_t length;
-    std::size_t hash;
-
-    static SenderName of(const void* name, socklen_t length) noexcept {
-        if (name == nullptr || length <= sizeof(sa_family_t)) {
-            static const UnixAddress unnamed;
-            return {&unnamed.raw(), unnamed.length(), unnamed.hash()};
-        }
-        if (length > sizeof(sockaddr_un)) length = sizeof(sockaddr_un);
-        return {name, length, UnixAddress::hash_of(name, length)};
-    }
-    bool is_unnamed() const noexcept { return length <= sizeof(sa_family_t); }
-    UnixAddress address() const noexcept { return UnixAddress::from_sockaddr(bytes, length); }
-};
-
-inline std::size_t AddressHash::operator()(const SenderName& s) const { return s.hash; }
-
-struct AddressEqual {
-    using is_transparent = void;
-    bool operator()(const UnixAddress& a, const UnixAddress& b) const noexcept { return a == b; }
-    bool operator()(const SenderName& s, const UnixAddress& a) const noexcept {
-        return a.length() == s.length && std::memcmp(&a.raw(), s.bytes, s.length) == 0;
-    }
-    bool operator()(const UnixAddress& a, const SenderName& s) const noexcept { return (*this)(s, a); }
-};
-
 /// The server-side state of one shard, touched only by that shard's loop thread (DESIGN §5). Shard 0
 /// also receives: it drops what must be dropped, then dispatches each datagram itself or hands it to
 /// the owner shard's mailbox.
@@ -79,7 +38,7 @@ struct ServerShard {
     const unsigned index;
     ServerStatsCounters& stats;
 
-    std::unordered_map<UnixAddress, ClientState*, AddressHash, AddressEqual> clients;
+    ClientTable clients;
     IdleList idle;
     std::size_t live_sessions = 0;
     std::size_t total_queued_bytes = 0;
