@@ -115,6 +115,11 @@ int main(int argc, char** argv) {
         log->info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
         server.stop();
         server.close();
+        const unixgram::ServerStats st = server.stats();
+        log->info("served: {} datagrams received, {} replies sent, {} send retries (full client queues), {} send errors, "
+                  "{} dropped, {} receive pauses",
+                  st.datagrams_received, st.datagrams_sent, st.send_retries, st.send_errors, st.dropped_total(),
+                  st.receive_pauses);
     } catch (const std::exception& e) {
         die(e.what());
     }
