@@ -3,7 +3,7 @@
 //
 // Usage:
 //   unixgram-bench --path PATH [--clients 16] [--window 32] [--size 64] [--duration 3] [--warmup 1]
-//                  [--server-pid PID] [--threads 1] [--json]
+//                  [--server-pid PID] [--threads 1] [--rate 0] [--json]
 //
 // Why it is built the way it is:
 // - Every client is its own autobound socket that is NOT connected and sends with sendmmsg to the server's
@@ -17,6 +17,9 @@
 // - A datagram carries [sequence number u64][client number u64][pattern], the pattern depending on both, so a
 //   reply that is truncated, altered, delivered to the wrong client, duplicated or out of order is caught.
 //   Send times stay here (a ring per client indexed by sequence % window), so every reply byte is checked.
+// - --rate R paces the sends (a credit of R datagrams/s, split between the threads, at most 1 ms of it at
+//   once) within the same windows, so servers can be compared at the same load rather than each at its own
+//   maximum.
 // - Latency goes into a log-bucketed histogram (HdrHistogram's layout): constant memory, no per-sample vector.
 // - Phases by the clock: warmup (replies checked, not counted), measure (counted; the server's utime+stime is
 //   read at both ends), drain (no more sends; what has not come back within kDrainNs is lost).
@@ -64,6 +67,7 @@ constexpr std::uint64_t kDrainNs = 1'000'000'000;
 // the server for the queue's lock.
 constexpr std::uint64_t kRetryNs = 50'000;
 constexpr std::uint64_t kMaxWaitNs = 100'000'000;  // so a stop request is seen promptly
+constexpr double kPaceBurstNs = 1'000'000;          // --rate: credit never exceeds 1 ms of sends
 
 volatile std::sig_atomic_t g_stop = 0;
 
@@ -96,6 +100,7 @@ struct Options {
     double warmup_s = 1.0;
     std::optional<pid_t> server_pid;
     unsigned threads = 1;
+    double rate = 0;  ///< datagrams/s in total; 0: as fast as the windows allow
     bool json = false;
 };
 
@@ -114,6 +119,8 @@ Options parse_options(int argc, char** argv) {
     auto* pid = app.add_option("--server-pid", server_pid, "the server's process: report its CPU time per datagram")
                     ->check(CLI::Range(1, 1 << 30));
     app.add_option("--threads", o.threads, "load threads, the clients split among them")->check(CLI::Range(1u, 256u));
+    app.add_option("--rate", o.rate, "pace the sends to this many datagrams/s in total (0: as fast as the windows allow)")
+        ->check(CLI::Range(0.0, 1e9));
     app.add_flag("--json", o.json, "print the result as one JSON object on stdout");
     try {
         app.parse(argc, argv);
@@ -198,7 +205,8 @@ public:
                std::uint32_t first_id, std::uint32_t count)
         : options_(options), server_(server), payload_(payload), schedule_(schedule), first_id_(first_id),
           clients_(count), sent_at_(static_cast<std::size_t>(count) * options.window), send_queue_(count),
-          send_buffer_(kBatch * options.size), recv_buffer_(kBatch * (options.size + 1)), events_(std::min(count, 512u)) {
+          send_buffer_(kBatch * options.size), recv_buffer_(kBatch * (options.size + 1)), events_(std::min(count, 512u)),
+          rate_per_ns_(options.rate / options.threads / 1e9) {
         epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
         if (epoll_fd_ < 0) die_errno("epoll_create1", errno);
         for (std::uint32_t i = 0; i < count; ++i) {
@@ -239,6 +247,7 @@ public:
     LoadThread& operator=(const LoadThread&) = delete;
 
     void run() noexcept {
+        pace_start_ = now_ns();
         for (std::uint32_t i = 0; i < clients_.size(); ++i) enqueue(i);
         bool sending = true;
         std::uint64_t drain_deadline = 0;
@@ -305,12 +314,30 @@ private:
         ++queued_;
     }
 
-    /// Sends for the waiting clients in order until their windows are full or the server's queue is.
+    /// --rate: how many datagrams may go now. Behind by more than kPaceBurstNs (a stall), it forgets the
+    /// rest rather than catching up in one burst.
+    std::uint64_t pace_credit(std::uint64_t now) noexcept {
+        if (rate_per_ns_ <= 0) return ~std::uint64_t{0};
+        const double burst = std::max(1.0, rate_per_ns_ * kPaceBurstNs);
+        const double due = static_cast<double>(now - pace_start_) * rate_per_ns_;
+        const double sent = static_cast<double>(sent_);
+        if (due > sent + burst) {
+            pace_start_ = now - static_cast<std::uint64_t>((sent + burst) / rate_per_ns_);
+            return static_cast<std::uint64_t>(burst);
+        }
+        return due > sent ? static_cast<std::uint64_t>(due - sent) : 0;
+    }
+
+    /// Sends for the waiting clients in order until their windows are full or the server's queue is (or,
+    /// with --rate, the credit is spent).
     void flush_sends() noexcept {
+        std::uint64_t credit = pace_credit(now_ns());
         while (queued_ != 0) {
             const std::uint32_t i = send_queue_[queue_head_];
             Client& c = clients_[i];
-            const unsigned want = std::min(room(c), kBatch);
+            const unsigned open = std::min(room(c), kBatch);
+            if (open != 0 && credit == 0) return;  // paced: the rest waits for the next turn
+            const unsigned want = static_cast<unsigned>(std::min<std::uint64_t>(open, credit));
             if (want != 0) {
                 for (unsigned k = 0; k < want; ++k) {
                     payload_.write(send_buffer_.data() + k * options_.size, c.sent + k, c.id);
@@ -324,11 +351,12 @@ private:
                 for (unsigned k = 0; k < done; ++k) sent_at_[slot(c, c.sent + k)] = now;
                 c.sent += done;
                 sent_ += done;
+                if (credit != ~std::uint64_t{0}) credit -= done;
                 if (done < want) {  // the server's queue is full: for every client alike
                     ++queue_full_;
                     return;
                 }
-                if (room(c) != 0) continue;
+                if (room(c) != 0) continue;  // window still open: more for this client (or wait for credit)
             }
             c.queued = false;
             queue_head_ = (queue_head_ + 1) % static_cast<std::uint32_t>(send_queue_.size());
@@ -410,6 +438,8 @@ private:
     mmsghdr send_msgs_[kBatch]{};
     mmsghdr recv_msgs_[kBatch]{};
     std::vector<epoll_event> events_;
+    const double rate_per_ns_;        // --rate, this thread's share; 0 when not paced
+    std::uint64_t pace_start_ = 0;    // the pace's origin: sent_ datagrams are due at rate_per_ns_ from here
 
     std::uint64_t sent_ = 0;
     std::uint64_t replies_ = 0;
@@ -578,14 +608,14 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", line);
         std::printf(
             "{\"tool\": \"unixgram-bench\", \"path\": %s, \"clients\": %u, \"window\": %u, \"size\": %zu, "
-            "\"threads\": %u, \"duration_s\": %.3f, \"warmup_s\": %.3f, \"measured_s\": %.6f, \"sent\": %llu, "
+            "\"threads\": %u, \"rate\": %.0f, \"duration_s\": %.3f, \"warmup_s\": %.3f, \"measured_s\": %.6f, \"sent\": %llu, "
             "\"received\": %llu, \"datagrams_per_s\": %.1f, \"mb_per_s\": %.3f, "
             "\"latency_us\": {\"samples\": %llu, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
             "\"mean\": %.3f, \"max\": %.3f}, \"server_pid\": %s, \"server_cpu_s\": %s, "
             "\"server_cpu_ns_per_datagram\": %s, \"server_queue_full\": %llu, \"errors\": %llu, \"wrong_length\": %llu, \"wrong_content\": %llu, "
             "\"out_of_order\": %llu, \"lost\": %llu, \"ok\": %s}\n",
             json_string(options.path).c_str(), options.clients, options.window, options.size, options.threads,
-            options.duration_s, options.warmup_s, seconds, static_cast<unsigned long long>(sent),
+            options.rate, options.duration_s, options.warmup_s, seconds, static_cast<unsigned long long>(sent),
             static_cast<unsigned long long>(measured), rate, mb_per_s, static_cast<unsigned long long>(latency.count()),
             p50, latency.quantile_ns(0.90) / 1e3, p99, p999, latency.mean_ns() / 1e3, latency.max_ns() / 1e3,
             options.server_pid ? std::to_string(*options.server_pid).c_str() : "null",
