@@ -341,7 +341,7 @@ bool recv_ready(SessionPromiseBase& p, RecvWait& w) noexcept {
         w.has_datagram = true;
         return true;
     }
-    if (w.deadline <= Clock::now()) {
+    if (w.deadline != Clock::time_point::max() && w.deadline <= Clock::now()) {
         w.waiter.status = WaitStatus::timed_out;
         return true;
     }
