@@ -58,10 +58,13 @@ public:
         ++size_;
     }
 
-    /// Removes `c`, which must be present under `hash`.
+    /// Removes `c`, stored under `hash`; does nothing if it is not in the table.
     void erase(const ClientState* c, std::size_t hash) noexcept {
         std::size_t hole = hash & mask_;
-        while (slots_[hole].state != c) hole = (hole + 1) & mask_;
+        while (slots_[hole].state != c) {
+            if (slots_[hole].state == nullptr) return;
+            hole = (hole + 1) & mask_;
+        }
         // Knuth's algorithm R: move back every following entry whose home is not in (hole, next].
         for (std::size_t next = (hole + 1) & mask_; slots_[next].state != nullptr; next = (next + 1) & mask_) {
             const std::size_t home = slots_[next].hash & mask_;

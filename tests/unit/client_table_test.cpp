@@ -53,6 +53,8 @@ TEST(ClientTable, SameHashDifferentNamesAreDifferentClients) {
     EXPECT_EQ(table.find(name_of(b)), b);
     table.erase(a, 42);
     EXPECT_EQ(table.find(name_of(a)), nullptr);
+    table.erase(a, 42);  // no longer there: nothing happens
+    EXPECT_EQ(table.size(), 1u);
     EXPECT_EQ(table.find(name_of(b)), b) << "erasing the first of a probe chain lost the second";
 }
 
