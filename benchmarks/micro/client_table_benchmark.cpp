@@ -27,7 +27,7 @@ using unixgram::detail::ClientState;
 using unixgram::detail::SenderName;
 
 // The table before ClientTable, with the ClientState* erased to void*.
-using ClientTable = std::unordered_map<UnixAddress, void*>;
+using MapTable = std::unordered_map<UnixAddress, void*>;
 
 /// Client number `i`'s address. Half the clients bind a pathname, half autobind; an autobound client
 /// gets the kernel's abstract name of five hex digits, so both key shapes the server sees are measured.
@@ -45,8 +45,8 @@ std::vector<UnixAddress> client_addresses(std::size_t first, std::size_t count) 
     return out;
 }
 
-ClientTable make_table(const std::vector<UnixAddress>& keys) {
-    ClientTable table;
+MapTable make_table(const std::vector<UnixAddress>& keys) {
+    MapTable table;
     for (const auto& k : keys) table.emplace(k, nullptr);
     return table;
 }
@@ -59,13 +59,13 @@ std::vector<UnixAddress> shuffled(std::vector<UnixAddress> keys) {
 }
 
 // libstdc++ keeps each key's hash in its node only when the hasher may throw; std::hash<UnixAddress>
-// is noexcept, so ClientTable does not, and a lookup re-hashes the key of every node it steps over to
+// is noexcept, so MapTable does not, and a lookup re-hashes the key of every node it steps over to
 // find where its bucket ends. This hasher may throw (it never does), so this table caches the hash:
 // the comparison tells what caching (or a table that stores the hash) would save.
 struct MayThrowHash {
     std::size_t operator()(const UnixAddress& a) const { return a.hash(); }
 };
-using CachedHashClientTable = std::unordered_map<UnixAddress, void*, MayThrowHash>;
+using CachedHashMapTable = std::unordered_map<UnixAddress, void*, MayThrowHash>;
 
 // A known client's datagram: ServerCore::find_or_create's hit path.
 template <class Table>
@@ -84,16 +84,16 @@ void lookup_hit(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations());
 }
 
-void BM_ClientTableLookupHit(benchmark::State& state) { lookup_hit<ClientTable>(state); }
+void BM_ClientTableLookupHit(benchmark::State& state) { lookup_hit<MapTable>(state); }
 BENCHMARK(BM_ClientTableLookupHit)->Arg(16)->Arg(1000)->Arg(100000);
 
-void BM_ClientTableLookupHitCachedHash(benchmark::State& state) { lookup_hit<CachedHashClientTable>(state); }
+void BM_ClientTableLookupHitCachedHash(benchmark::State& state) { lookup_hit<CachedHashMapTable>(state); }
 BENCHMARK(BM_ClientTableLookupHitCachedHash)->Arg(16)->Arg(1000)->Arg(100000);
 
 // A new client's first datagram: the miss before the insert.
 void BM_ClientTableLookupMiss(benchmark::State& state) {
     const auto n = static_cast<std::size_t>(state.range(0));
-    const ClientTable table = make_table(client_addresses(0, n));
+    const MapTable table = make_table(client_addresses(0, n));
     const auto probes = client_addresses(n, 1024);
     std::size_t i = 0;
     for (auto _ : state) {
@@ -109,7 +109,7 @@ BENCHMARK(BM_ClientTableLookupMiss)->Arg(16)->Arg(1000)->Arg(100000);
 // then erase by key, as destroy_client does. Includes the node allocation and free.
 void BM_ClientTableInsertErase(benchmark::State& state) {
     const auto n = static_cast<std::size_t>(state.range(0));
-    ClientTable table = make_table(client_addresses(0, n));
+    MapTable table = make_table(client_addresses(0, n));
     const auto newcomers = client_addresses(n, 1024);
     std::size_t i = 0;
     for (auto _ : state) {

@@ -79,7 +79,6 @@ struct ServerCore {
     std::atomic<int> pause_requests{0};        ///< workers over their queued-bytes share
     std::shared_ptr<const ContextMap> default_vars;  ///< from service_init; set before serving
 
-    /// Which shard owns `address`'s client state.
     /// The shard that owns a client, from its address's hash (UnixAddress::hash / hash_of).
     unsigned owner_of(std::size_t address_hash) const noexcept {
         return static_cast<unsigned>(address_hash % options.shards);

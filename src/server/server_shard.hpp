@@ -21,9 +21,6 @@ class Shard;
 struct ServerCore;
 struct TaskGroupState;
 
-/// Hashes client addresses for the client table. Deliberately not noexcept: libstdc++ then stores each
-/// key's hash in its node, so a lookup compares stored hashes instead of re-hashing pathnames (measured in
-/// benchmarks/micro/client_table_benchmark.cpp: 41 → 24 ns per hit with 16 clients).
 /// The server-side state of one shard, touched only by that shard's loop thread (DESIGN §5). Shard 0
 /// also receives: it drops what must be dropped, then dispatches each datagram itself or hands it to
 /// the owner shard's mailbox.
