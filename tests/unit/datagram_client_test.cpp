@@ -1,55 +1,31 @@
 // SPDX-License-Identifier: MIT
-// UnixDatagramClient against real sockets in a private temporary directory (spec §8, C1–C5).
+// UnixDatagramClient against real sockets in a private temporary directory (spec §8, C1–C5), one call at a time.
 #include "unixgram/datagram_client.hpp"
 
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
-#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
+#include "unit/datagram_client_fixture.hpp"
+
+namespace unixgram::testing::datagram_client {
 namespace {
-
-using namespace std::chrono_literals;
-using unixgram::UnixAddress;
-
-/// Strings both ways; "bad" is a parse error and "crash" makes either direction throw.
-struct TestLineProtocol {
-    void make_datagram(const std::string& s, unixgram::Buffer& out) const {
-        if (s == "crash") throw std::logic_error("make_datagram boom");
-        out.append(s);
-    }
-    std::string build_packet(std::span<const std::byte> in) const {
-        std::string s(reinterpret_cast<const char*>(in.data()), in.size());
-        if (s == "bad") throw unixgram::ParseError("not a line");
-        if (s == "crash") throw std::logic_error("build_packet boom");
-        return s;
-    }
-};
-using Client = unixgram::UnixDatagramClient<std::string, std::string, TestLineProtocol>;
 
 static_assert(std::is_same_v<decltype(unixgram::UnixDatagramClient(std::declval<UnixAddress>(), TestLineProtocol{})),
                              Client>);
@@ -66,138 +42,9 @@ static_assert(!unixgram::detail::DeduciblePacketTypes<OverloadedProtocol>);
 static_assert(std::is_constructible_v<unixgram::UnixDatagramClient<std::string, int, OverloadedProtocol>, UnixAddress,
                                       OverloadedProtocol>);
 
-/// A directory of our own (mkdtemp), removed with everything in it.
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "unixgram-client-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) throw std::system_error(errno, std::system_category(), "mkdtemp");
-        path_ = pattern;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
-
-/// A plain socket/bind/recvfrom/sendto datagram socket, as a test server.
-class RawServer {
-public:
-    explicit RawServer(const UnixAddress& address) : fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
-        if (!fd_) throw std::system_error(errno, std::system_category(), "socket");
-        if (::bind(fd_.get(), address.data(), address.length()) != 0)
-            throw std::system_error(errno, std::system_category(), "bind " + address.to_string());
-        const int size = 1 << 20;  // room for 64 KiB datagrams whatever the system default
-        ::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-    }
-
-    struct Datagram {
-        std::string data;
-        UnixAddress sender;
-    };
-    /// The next datagram, or nullopt if none comes within `timeout` (0: only one already queued).
-    std::optional<Datagram> recv(std::chrono::milliseconds timeout = 5s) {
-        pollfd p{fd_.get(), POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return std::nullopt;
-        std::string buffer(std::size_t{1} << 18, '\0');
-        sockaddr_un from{};
-        socklen_t length = sizeof from;
-        const ssize_t n = ::recvfrom(fd_.get(), buffer.data(), buffer.size(), MSG_DONTWAIT,
-                                     reinterpret_cast<sockaddr*>(&from), &length);
-        if (n < 0) return std::nullopt;
-        buffer.resize(static_cast<std::size_t>(n));
-        return Datagram{std::move(buffer), UnixAddress::from_sockaddr(&from, length)};
-    }
-    /// 0 or the errno of sendto.
-    int try_send_to(const UnixAddress& to, std::string_view data) {
-        return ::sendto(fd_.get(), data.data(), data.size(), MSG_DONTWAIT, to.data(), to.length()) ==
-                       static_cast<ssize_t>(data.size())
-                   ? 0
-                   : errno;
-    }
-    void send_to(const UnixAddress& to, std::string_view data) {
-        if (int err = try_send_to(to, data); err != 0)
-            throw std::system_error(err, std::system_category(), "sendto " + to.to_string());
-    }
-    void close() { fd_.reset(); }
-
-private:
-    unixgram::UniqueFd fd_;
-};
-
-bool proc_syscall_readable() {
-    return std::ifstream("/proc/self/task/" + std::to_string(::gettid()) + "/syscall").good();
-}
-
-/// True once thread `tid` sleeps in poll(2); read from /proc, so no sleep stands in for synchronisation.
-bool wait_until_blocked_in_poll(pid_t tid) {
-    const std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
-    const auto until = std::chrono::steady_clock::now() + 5s;
-    while (std::chrono::steady_clock::now() < until) {
-        std::ifstream in(path);
-        if (!in) return false;
-        long number = -1;
-        if (in >> number) {  // "running" while not in a blocking system call
-#ifdef SYS_poll
-            if (number == SYS_poll) return true;
-#endif
-            if (number == SYS_ppoll) return true;
-        }
-        std::this_thread::yield();
-    }
-    return false;
-}
-
-/// A hung client call would hang the whole suite (the future's destructor waits): stop instead.
-template <class T>
-T finish_within_5s(std::future<T>& future, const char* what) {
-    if (future.wait_for(5s) != std::future_status::ready) {
-        std::fprintf(stderr, "FATAL: %s did not finish within 5 s\n", what);
-        std::abort();
-    }
-    return future.get();
-}
-
-/// Runs `f` at scope exit. Declared after a thread's future, it closes the client first, so a
-/// failed ASSERT cannot leave that thread blocked and the future's destructor waiting for it.
-template <class F>
-class ScopeExit {
-public:
-    explicit ScopeExit(F f) : f_(std::move(f)) {}
-    ScopeExit(const ScopeExit&) = delete;
-    ScopeExit& operator=(const ScopeExit&) = delete;
-    ~ScopeExit() { f_(); }
-
-private:
-    F f_;
-};
-
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "no exception";
-}
-
 bool is_lower_hex(std::string_view s) {
     return s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
-
-class DatagramClientContract : public ::testing::Test {
-protected:
-    TempDir dir_;
-    UnixAddress server_address_ = UnixAddress::pathname(dir_.file("server.sock"));
-    RawServer server_{server_address_};
-};
 
 // ---- C1: construction ------------------------------------------------------------------------
 
@@ -358,45 +205,6 @@ TEST_F(DatagramClientContract, C2_ProtocolCrashIsWrappedAndNothingIsSent) {
     EXPECT_EQ(got->data, "after the crash");
 }
 
-TEST_F(DatagramClientContract, C2_SendWaitsForRoomInTheServerQueueAndCloseWakesIt) {
-    Client client(server_address_, TestLineProtocol{});
-    std::atomic<int> sent{0};
-    std::promise<pid_t> sender_tid;
-    auto tid = sender_tid.get_future();
-
-    auto sender = std::async(std::launch::async, [&] {
-        sender_tid.set_value(::gettid());
-        try {
-            for (;;) {  // the server never reads until told to: its queue fills, then send waits
-                client.send_packet("fill");
-                sent.fetch_add(1);
-            }
-        } catch (const unixgram::ClientClosedError& e) {
-            return std::string(e.what());
-        } catch (const std::exception& e) {
-            return std::string("unexpected: ") + e.what();
-        }
-    });
-    ScopeExit close_first([&] { client.close(); });
-    const pid_t sender_thread = tid.get();
-    if (!wait_until_blocked_in_poll(sender_thread)) {
-        client.close();
-        finish_within_5s(sender, "the filling sender");
-        GTEST_SKIP() << "cannot see from /proc that the sender waits";
-    }
-
-    const int before = sent.load();
-    ASSERT_GT(before, 0);
-    ASSERT_TRUE(server_.recv());  // makes room for one
-    const auto until = std::chrono::steady_clock::now() + 5s;
-    while (sent.load() == before && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    EXPECT_GT(sent.load(), before) << "the waiting send did not complete once there was room";
-
-    ASSERT_TRUE(wait_until_blocked_in_poll(sender_thread));
-    client.close();
-    EXPECT_EQ(finish_within_5s(sender, "the waiting sender"), "Closed client");
-}
-
 // ---- C3: recv_packet -------------------------------------------------------------------------
 
 TEST_F(DatagramClientContract, C3_ZeroTimeoutPollsOnceThenABlockingRecvGetsThePacket) {
@@ -478,57 +286,6 @@ TEST_F(DatagramClientContract, C3_OnlyTheServersDatagramsArrive) {
     EXPECT_THROW(client.recv_packet(0s), unixgram::TimeoutError);  // the client drops it
 }
 
-TEST_F(DatagramClientContract, C3_SignalDuringABlockedRecvIsRetried) {
-    if (!proc_syscall_readable()) GTEST_SKIP() << "/proc/<pid>/task/<tid>/syscall is not readable";
-    static std::atomic<int> signals{0};
-    struct sigaction action{};
-    struct sigaction previous{};
-    action.sa_handler = [](int) { signals.fetch_add(1); };
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = 0;  // no SA_RESTART: poll fails with EINTR
-    ASSERT_EQ(::sigaction(SIGUSR1, &action, &previous), 0);
-    ScopeExit restore([&] { ::sigaction(SIGUSR1, &previous, nullptr); });
-
-    Client client(server_address_, TestLineProtocol{});
-    std::promise<std::pair<pid_t, pthread_t>> started;
-    auto thread = started.get_future();
-    auto receiver = std::async(std::launch::async, [&] {
-        started.set_value({::gettid(), ::pthread_self()});
-        return error_of([&] { throw std::runtime_error("received " + client.recv_packet()); });
-    });
-    ScopeExit close_first([&] { client.close(); });
-    const auto [tid, handle] = thread.get();
-
-    ASSERT_TRUE(wait_until_blocked_in_poll(tid));
-    ASSERT_EQ(::pthread_kill(handle, SIGUSR1), 0);
-    const auto until = std::chrono::steady_clock::now() + 5s;
-    while (signals.load() == 0 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    ASSERT_EQ(signals.load(), 1);
-    ASSERT_TRUE(wait_until_blocked_in_poll(tid));  // back in poll after EINTR, not failed
-    EXPECT_EQ(receiver.wait_for(0s), std::future_status::timeout);
-
-    server_.send_to(client.local_name(), "after the signal");
-    EXPECT_EQ(finish_within_5s(receiver, "the interrupted receiver"), "received after the signal");
-}
-
-TEST_F(DatagramClientContract, C3_TimeoutIncludesWaitingForAnotherThreadsReceive) {
-    Client client(server_address_, TestLineProtocol{});
-    std::promise<pid_t> started;
-    auto tid = started.get_future();
-    auto receiver = std::async(std::launch::async, [&] {
-        started.set_value(::gettid());
-        return error_of([&] { client.recv_packet(); });
-    });
-    const bool blocked = wait_until_blocked_in_poll(tid.get());
-
-    if (blocked) {
-        EXPECT_THROW(client.recv_packet(0s), unixgram::TimeoutError);
-    }
-    client.close();
-    EXPECT_EQ(finish_within_5s(receiver, "the blocked receiver"), "Closed client");
-    if (!blocked) GTEST_SKIP() << "cannot see from /proc that the receiver waits";
-}
-
 // ---- Sizes -----------------------------------------------------------------------------------
 
 TEST_F(DatagramClientContract, EmptyDatagramsRoundTrip) {
@@ -563,7 +320,7 @@ TEST_F(DatagramClientContract, A65536ByteDatagramRoundTripsAndOneMoreByteIsTrunc
     EXPECT_NE(error_of([&] { client.recv_packet(5s); }).find("truncated"), std::string::npos);
 }
 
-// ---- C5: close, names, threads ---------------------------------------------------------------
+// ---- C5: close, names (threads: datagram_client_threads_test.cpp) ----------------------------
 
 TEST_F(DatagramClientContract, C5_CloseIsIdempotentAndEveryOperationThenThrowsClientClosedError) {
     Client client(server_address_, TestLineProtocol{});
@@ -591,68 +348,6 @@ TEST_F(DatagramClientContract, C5_CloseReleasesTheLocalName) {
     SUCCEED();
 }
 
-TEST_F(DatagramClientContract, C5_CloseFromAnotherThreadWakesABlockedRecv) {
-    Client client(server_address_, TestLineProtocol{});
-    const UnixAddress local = client.local_name();
-    std::promise<pid_t> about_to_block;
-    auto tid = about_to_block.get_future();
-    auto receiver = std::async(std::launch::async, [&] {
-        about_to_block.set_value(::gettid());
-        return error_of([&] { client.recv_packet(); });
-    });
-    const bool seen_blocked = wait_until_blocked_in_poll(tid.get());
-
-    client.close();
-
-    EXPECT_EQ(finish_within_5s(receiver, "the blocked receiver"), "Closed client");
-    EXPECT_EQ(client.fileno(), -1);
-    // The receiver was the last user of the socket: it closed it on its way out.
-    EXPECT_EQ(RawServer(UnixAddress::pathname(dir_.file("probe.sock"))).try_send_to(local, "x"), ECONNREFUSED);
-    if (!seen_blocked && proc_syscall_readable()) ADD_FAILURE() << "the receiver was never seen blocked in poll";
-}
-
-TEST_F(DatagramClientContract, C5_SendProceedsWhileAnotherThreadIsBlockedInRecv) {
-    Client client(server_address_, TestLineProtocol{});
-    std::promise<pid_t> about_to_block;
-    auto tid = about_to_block.get_future();
-    auto receiver = std::async(std::launch::async, [&] {
-        about_to_block.set_value(::gettid());
-        return client.recv_packet();
-    });
-    ScopeExit close_first([&] { client.close(); });
-    wait_until_blocked_in_poll(tid.get());
-
-    auto sender = std::async(std::launch::async, [&] { client.send_packet("ping"); });
-    finish_within_5s(sender, "the send beside a blocked recv");
-    auto got = server_.recv();
-    ASSERT_TRUE(got);
-    EXPECT_EQ(got->data, "ping");
-
-    server_.send_to(got->sender, "pong");
-    EXPECT_EQ(finish_within_5s(receiver, "the receiver"), "pong");
-}
-
-TEST_F(DatagramClientContract, C5_SendsAndReceivesOnTwoThreadsKeepOrder) {
-    constexpr int kCount = 500;
-    Client client(server_address_, TestLineProtocol{});
-    auto echo = std::async(std::launch::async, [&] {
-        for (int i = 0; i < kCount; ++i) {
-            auto got = server_.recv();
-            if (!got) return i;
-            server_.send_to(got->sender, got->data);
-        }
-        return kCount;
-    });
-    auto sender = std::async(std::launch::async, [&] {
-        for (int i = 0; i < kCount; ++i) client.send_packet("packet " + std::to_string(i));
-    });
-    ScopeExit close_first([&] { client.close(); });
-
-    for (int i = 0; i < kCount; ++i) ASSERT_EQ(client.recv_packet(5s), "packet " + std::to_string(i));
-    finish_within_5s(sender, "the sender");
-    EXPECT_EQ(finish_within_5s(echo, "the echo server"), kCount);
-}
-
 TEST_F(DatagramClientContract, C5_MovingKeepsTheSocketAndLeavesAClosedClient) {
     Client first(server_address_, TestLineProtocol{});
     const UnixAddress local = first.local_name();
@@ -677,6 +372,7 @@ TEST_F(DatagramClientContract, C5_MovingKeepsTheSocketAndLeavesAClosedClient) {
 }
 
 }  // namespace
+}  // namespace unixgram::testing::datagram_client
 
 // The example of datagram_client.hpp, with the server's address passed in.
 std::string datagram_client_header_example(const unixgram::UnixAddress& server) {
@@ -693,6 +389,7 @@ std::string datagram_client_header_example(const unixgram::UnixAddress& server) 
     return reply;
 }
 
+namespace unixgram::testing::datagram_client {
 namespace {
 
 TEST_F(DatagramClientContract, HeaderExampleRuns) {
@@ -706,3 +403,4 @@ TEST_F(DatagramClientContract, HeaderExampleRuns) {
 }
 
 }  // namespace
+}  // namespace unixgram::testing::datagram_client

@@ -513,8 +513,8 @@ TEST(HeaderExamples, TaskGroupCancelsAndJoins) {
 
 // --- the blocking client ---------------------------------------------------------------------
 
-// datagram_client.hpp: compiled, not run: it connects to /run/echo.sock. datagram_client_test.cpp
-// runs UnixDatagramClient against real sockets.
+// datagram_client.hpp: compiled, not run: it connects to /run/echo.sock. datagram_client_test.cpp and
+// datagram_client_threads_test.cpp run UnixDatagramClient against real sockets.
 [[maybe_unused]] void datagram_client_example() {
     // BEGIN EXAMPLE datagram_client.hpp
     struct LineProtocol {
