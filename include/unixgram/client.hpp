@@ -8,6 +8,9 @@
 /// equal and hash equal; keep a copy (e.g. as a map key) and the same client state is reused for
 /// that address while you hold it. Copies must stay on the loop thread of the client's shard (the
 /// thread its handle() runs on; ServerOptions::shards) and must not outlive the server object.
+/// A copy made or destroyed on another thread while the server serves would race with that loop:
+/// the process stops (abort) with a message naming the client and its shard. A task that works
+/// with a client should be spawned from its handler (Server::spawn runs it on the caller's loop).
 ///
 /// Example:
 /// \code

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -436,9 +437,30 @@ void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
 
 // ---- clients --------------------------------------------------------------------------------------
 
-void client_ref(ClientState* c) noexcept { ++c->refs; }
+namespace {
+/// A Client copy made or dropped on another thread races with its shard's loop on `refs` and the idle
+/// list: stop with a message that names the client rather than corrupt the server. Checked while the
+/// server serves; before a run and after its teardown (orphaned) a copy may be dropped anywhere.
+void check_client_thread(const ClientState* c, const char* what) noexcept {
+    if (c->orphaned || c->core->phase.load(std::memory_order_acquire) != ServerCore::kServing) return;
+    if (Shard::current() == &c->home->shard) return;
+    std::fprintf(stderr,
+                 "unixgram: the Client of %s was %s on a thread that is not its shard's loop thread (it belongs "
+                 "to shard %u of %u): Client copies must stay on that thread while the server runs "
+                 "(unixgram/client.hpp)\n",
+                 c->address.to_string().c_str(), what, c->home->index, c->core->options.shards);
+    std::fflush(stderr);
+    std::abort();
+}
+}  // namespace
+
+void client_ref(ClientState* c) noexcept {
+    check_client_thread(c, "copied");
+    ++c->refs;
+}
 
 void client_unref(ClientState* c) noexcept {
+    check_client_thread(c, "destroyed");
     if (--c->refs > 0) return;
     if (c->orphaned) {
         delete c;  // its run is over

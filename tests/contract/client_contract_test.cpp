@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 
 #include "contract/harness.hpp"
@@ -470,6 +471,33 @@ TEST(ClientContract, H17_ThousandsOfShortLivedClientsLeaveTheServerStateBounded)
         << srv.server().stats().datagrams_sent;
     EXPECT_TRUE(srv.server().is_serving());
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::warn), 0u) << srv.log().dump();
+}
+
+/// Copies its Client on a plain thread, which client.hpp forbids while the server runs.
+class CopiesOnAnotherThread : public DatagramRequestHandler<std::string, std::string> {
+public:
+    Session<std::string> handle(TextClient& client) override {
+        co_yield recv();
+        std::thread([&client] { const TextClient copy = client; }).join();
+        co_await client.send_packet("the copy went unnoticed");
+    }
+};
+
+TEST(ClientContractDeathTest, ACopyMadeOffItsShardsThreadStopsTheProcessNamingTheClient) {
+    // "fast" style: the child is forked here, before any server thread exists, and starts its own; the path
+    // it binds is this process's (a "threadsafe" child would run the test again and make another TempDir).
+    GTEST_FLAG_SET(death_test_style, "fast");
+    TempDir client_dir;
+    const std::string path = client_dir.file("copied.sock");
+    EXPECT_DEATH(
+        {
+            CopiesOnAnotherThread handler;
+            Text srv(handler);
+            RawClient c(UnixAddress::pathname(path));
+            c.send(srv.address(), "go");
+            c.recv();  // a reply means the copy went unnoticed: the statement ends and the test fails
+        },
+        "the Client of " + path + " was copied on a thread that is not its shard's loop thread \\(it belongs to shard");
 }
 
 }  // namespace
