@@ -188,9 +188,9 @@ def markdown(cases, facts, config, runs):
             verdict = f"{ratio:.2f}× — {'met' if met else 'MISSED'}"
         sign = "≤" if kind == "max" else "≥"
         note = ""
-        if metric == "datagrams_per_s" and row is not None and busy(row[2]) is not None and busy(row[2]) < 0.9:
-            note = (f" (the server was {busy(row[2]) * 100:.0f} % busy: the load generator, not the server, "
-                    f"set this rate)")
+        share = busy(row[2]) if metric == "datagrams_per_s" and row is not None else None
+        if share is not None and share < 0.9:
+            note = f" (the server was {share * 100:.0f} % busy: the load generator, not the server, set this rate)"
         lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× {against}: {verdict}{note}")
     failed = [r for r in runs if not run_ok(r)]
     if failed:

@@ -45,8 +45,6 @@ public:
     /// MSG_RING requests not yet completed (their targets must outlive them).
     unsigned messages_in_flight() const noexcept { return messages_in_flight_; }
     const char* name() const noexcept { return "io_uring"; }
-    /// True when replies go out as IORING_OP_SEND with an address (sendto) rather than SENDMSG.
-    bool addressed_send() const noexcept { return addressed_send_; }
 
 private:
     enum class RecvState { idle, armed, cancelling };
