@@ -126,6 +126,34 @@ def spread(samples):
     return (max(samples) - min(samples)) / 2 / mid if mid else None
 
 
+def scaling_lines(cases):
+    """For servers named <backend>-s<S>: throughput and CPU per datagram against the same backend's 1 shard."""
+    lines = []
+    for case_id, case_label, rows in cases:
+        by_id = {r[0]: r for r in rows}
+        shards = []
+        for server_id, label, med, *_ in rows:
+            backend, sep, count = server_id.rpartition("-s")
+            if sep and count.isdigit() and f"{backend}-s1" in by_id:
+                shards.append((backend, int(count), label, med, by_id[f"{backend}-s1"][2]))
+        if not shards:
+            continue
+        lines += ["", f"Scaling ({case_label}): each row against the same backend with 1 shard in this run.", ""]
+        lines.append("| server | shards | datagrams/s | × 1 shard | server CPU ns/datagram | × 1 shard | CPUs busy |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for backend, count, label, med, one in shards:
+            def vs_one(metric):
+                return f"{med[metric] / one[metric]:.2f}×" if med.get(metric) and one.get(metric) else "–"
+
+            b = busy(med)
+            lines.append(
+                f"| {backend} | {count} | {fmt_number(med['datagrams_per_s'])} | {vs_one('datagrams_per_s')} | "
+                f"{fmt_number(med['cpu_ns_per_datagram'])} | {vs_one('cpu_ns_per_datagram')} | "
+                f"{f'{b:.2f}' if b is not None else '–'} |"
+            )
+    return lines
+
+
 def markdown(cases, facts, config, runs):
     lines = [f"# unixgram echo benchmark, {facts.get('date', '')}", ""]
     lines.append(
@@ -136,13 +164,28 @@ def markdown(cases, facts, config, runs):
     )
     lines.append("")
     quick = " **Quick run (smoke test): not a measurement.**" if config.get("quick") == "true" else ""
+    if config.get("scaling") == "true":
+        placement = (
+            f"the baseline pinned to CPU {config.get('server_cpu', '?')}, `unixgram-echo --shards S` to CPUs 0..S-1, "
+            f"unixgram-bench ({config.get('load_threads', '?')} threads, the clients split among them, unconnected "
+            f"autobound clients, every reply verified) to CPUs {config.get('load_cpu', '?')}"
+        )
+        busy_note = " Server busy is in CPUs: 100 % is one CPU's time, so S shards can reach S × 100 %."
+    else:
+        threads = config.get("load_threads", "1")
+        placement = (
+            f"server pinned to CPU {config.get('server_cpu', '?')}, unixgram-bench ("
+            f"{'one thread' if threads == '1' else threads + ' threads'}, unconnected autobound clients, every reply "
+            f"verified) to CPU {config.get('load_cpu', '?')}"
+        )
+        busy_note = ""
     lines.append(
         f"Method: per case the servers run in alternation (A B C D A B C D …), {config.get('rounds', '?')} round(s); "
-        f"server pinned to CPU {config.get('server_cpu', '?')}, unixgram-bench (one thread, unconnected autobound "
-        f"clients, every reply verified) to CPU {config.get('load_cpu', '?')}; {config.get('warmup_s', '?')} s warmup, "
+        f"{placement}; {config.get('warmup_s', '?')} s warmup, "
         f"{config.get('duration_s', '?')} s measured. Values are medians over the rounds, (×) the ratio to the "
-        f"baseline of the same case in this run. Server CPU is utime+stime from /proc/PID/stat (10 ms ticks) over "
-        f"the measured interval, per echoed datagram; ± is half the range over the rounds.{quick}"
+        f"baseline of the same case in this run. Server CPU is utime+stime of all its threads from /proc/PID/stat "
+        f"(10 ms ticks) over the measured interval, per echoed datagram; ± is half the range over the rounds."
+        f"{busy_note}{quick}"
     )
     lines.append("")
     lines.append("| case | server | datagrams/s | server CPU ns/datagram | ± | server busy | p50 µs | p99 µs | runs ok |")
@@ -165,11 +208,15 @@ def markdown(cases, facts, config, runs):
                     all_runs,
                 )
             )
-    lines.append("")
-    lines.append("Targets (issue 3), ratios of medians:")
-    lines.append("")
     by_key = {(c, r[0]): r for c, _, rows in cases for r in rows}
-    for case_id, server_id, metric, limit, kind, reference in TARGETS:
+    lines += scaling_lines(cases)
+    present = {c for c, _, _ in cases}
+    targets = [t for t in TARGETS if t[0] in present]
+    if targets:
+        lines.append("")
+        lines.append("Targets (issue 3), ratios of medians:")
+        lines.append("")
+    for case_id, server_id, metric, limit, kind, reference in targets:
         row = by_key.get((case_id, server_id))
         ratio = None
         if reference == "baseline":
