@@ -133,9 +133,11 @@ def scaling_lines(cases):
         by_id = {r[0]: r for r in rows}
         shards = []
         for server_id, label, med, *_ in rows:
-            backend, sep, count = server_id.rpartition("-s")
-            if sep and count.isdigit() and f"{backend}-s1" in by_id:
-                shards.append((backend, int(count), label, med, by_id[f"{backend}-s1"][2]))
+            name, at, tag = server_id.partition("@")  # <backend>-s<S>[@<build>]: --compare's twins
+            backend, sep, count = name.rpartition("-s")
+            one = f"{backend}-s1{at}{tag}"
+            if sep and count.isdigit() and one in by_id:
+                shards.append((backend + (f" [{tag}]" if tag else ""), int(count), label, med, by_id[one][2]))
         if not shards:
             continue
         lines += ["", f"Scaling ({case_label}): each row against the same backend with 1 shard in this run.", ""]

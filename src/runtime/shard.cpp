@@ -232,17 +232,28 @@ void Shard::run_once(bool may_block) {
     // Wait first, run second: the caller checks its exit condition right after the work ran.
     backend_.flush();  // may complete sends (epoll) and arm retry timers: before reading the deadline
     bool block = may_block && !has_ready_work();
+    bool polled = false;
     if (sharded_) {
-        server_->before_poll();  // shard 0: publish the mailboxes, wake sleeping owners
-        if (block && server_->inbox != nullptr) {
+        server_->before_poll();  // shard 0: publish the mailboxes, wake the sleeping owners that are due
+        if (block && server_->wakes_deferred()) {
+            // Look without sleeping first: under load datagrams are there, and the deferred wakes wait for
+            // more records. Only if nothing came may this loop sleep, and then nobody waits on it.
+            const std::uint64_t received = server_->received_so_far();
+            backend_.poll(false, Clock::time_point::max());
+            polled = server_->received_so_far() != received || has_ready_work();
+            if (!polled) server_->wake_deferred();
+        }
+        if (block && !polled && server_->inbox != nullptr) {
             // Announce the sleep, then look at the mailbox once more (pairs with before_poll's fence).
             sleeping_.store(true, std::memory_order_relaxed);
             std::atomic_thread_fence(std::memory_order_seq_cst);
             if (server_->inbox_ready()) block = false;
         }
     }
-    const auto deadline = timers_.empty() ? Clock::time_point::max() : timers_.top()->deadline;
-    backend_.poll(block, deadline);
+    if (!polled) {
+        const auto deadline = timers_.empty() ? Clock::time_point::max() : timers_.top()->deadline;
+        backend_.poll(block, deadline);
+    }
     if (sharded_ && server_->inbox != nullptr) {
         sleeping_.store(false, std::memory_order_relaxed);
         server_->drain_inbox();

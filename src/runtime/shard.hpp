@@ -50,6 +50,8 @@ public:
     Backend& backend() noexcept { return backend_; }
     /// Thread-safe: interrupts a blocking wait.
     void wake() noexcept { backend_.wake(); }
+    /// Thread-safe: the loop is blocked, or about to block, waiting for I/O.
+    bool sleeping() const noexcept { return sleeping_.load(std::memory_order_relaxed); }
     /// Thread-safe: true once per sleep of this shard's loop — the caller must then notify() it.
     bool claim_wake() noexcept {
         return sleeping_.load(std::memory_order_relaxed) && sleeping_.exchange(false, std::memory_order_acq_rel);

@@ -20,6 +20,12 @@ namespace {
 constexpr std::size_t kInboxBatch = 256;
 /// Records dispatched between two looks at this shard's receive pause.
 constexpr std::size_t kInboxStep = 16;
+/// A sleeping owner is woken once this many records wait for it (DESIGN §5: wakes are batched)...
+constexpr std::size_t kWakeBatch = 16;
+/// ...or once its oldest record has waited this many of shard 0's turns, or when shard 0 goes to sleep.
+/// With the socket's queue at max_dgram_qlen (10 by default), a turn reads about ten datagrams; waking each
+/// owner on each turn cost more than the work it was woken for (measured with 8 shards, epoll).
+constexpr unsigned kWakeTurns = 4;
 }  // namespace
 
 ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
@@ -44,6 +50,7 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
 void ServerShard::on_received(RecvDatagram& d) noexcept {
     // A datagram dropped here is counted here; one handed over is counted by its owner (dispatch()).
     const SenderName sender = SenderName::of(d.name, d.name_length);
+    ++received_so_far_;
     if (d.truncated) {
         count_received(d);
         ServerStatsCounters::add(stats.dropped_truncated);
@@ -86,6 +93,7 @@ void ServerShard::hand_over(unsigned owner, RecvDatagram& d) noexcept {
     Outbox& o = outboxes_[owner];
     if (o.overflow.empty() && o.box->push(d)) {
         o.dirty = true;
+        ++o.unwoken;
         return;
     }
     // The owner's mailbox is full: keep the datagram here, in order, and stop reading the socket
@@ -111,6 +119,7 @@ bool ServerShard::flush_overflow(Outbox& o) noexcept {
         if (!o.box->push_encoded(o.overflow.front())) return false;
         o.overflow.pop_front();
         o.dirty = true;
+        ++o.unwoken;
     }
     o.box->producer_waiting.store(false, std::memory_order_relaxed);
     --overflowing_;
@@ -129,18 +138,42 @@ void ServerShard::before_poll() noexcept {
             if (flush_overflow(o)) refresh_receiving();
         }
         if (o.dirty) published |= o.box->publish();
+        o.dirty = false;
     }
-    if (published) {
+    if (published || deferred_wakes_ > 0) {
         // Records are visible before a sleeping flag is read (the owner sets it, then looks at its mailbox).
         std::atomic_thread_fence(std::memory_order_seq_cst);
+        deferred_wakes_ = 0;
         for (std::size_t i = 1; i < outboxes_.size(); ++i) {
             Outbox& o = outboxes_[i];
-            if (!o.dirty) continue;
-            o.dirty = false;
-            if (o.target->claim_wake()) shard.notify(*o.target);
+            if (o.unwoken == 0) continue;
+            if (!o.target->sleeping()) {
+                o.unwoken = 0;  // awake: it looks at its mailbox before it sleeps again
+                o.waited_turns = 0;
+            } else if (o.unwoken >= kWakeBatch || ++o.waited_turns >= kWakeTurns) {
+                wake_owner(o);
+            } else {
+                ++deferred_wakes_;
+            }
         }
     }
     refresh_receiving();
+}
+
+void ServerShard::wake_owner(Outbox& o) noexcept {
+    o.unwoken = 0;
+    o.waited_turns = 0;
+    if (o.target->claim_wake()) shard.notify(*o.target);
+}
+
+void ServerShard::wake_deferred() noexcept {
+    for (std::size_t i = 1; i < outboxes_.size() && deferred_wakes_ > 0; ++i) {
+        Outbox& o = outboxes_[i];
+        if (o.unwoken == 0) continue;
+        wake_owner(o);
+        --deferred_wakes_;
+    }
+    deferred_wakes_ = 0;
 }
 
 void ServerShard::refresh_receiving() noexcept {

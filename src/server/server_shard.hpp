@@ -48,8 +48,16 @@ struct ServerShard {
     // ---- receiving (shard 0) ----
     /// A datagram from the socket: counted, checked, then dispatched here or handed over.
     void on_received(RecvDatagram& d) noexcept;
-    /// Loop turn hook before waiting (sharded servers): publishes the mailboxes and wakes their owners.
+    /// Loop turn hook before waiting (sharded servers): publishes the mailboxes and wakes the sleeping
+    /// owners that are due: those with kWakeBatch records waiting, or waiting for kWakeTurns turns. The
+    /// others' wakes are deferred (batched), to at most kWakeTurns turns or until wake_deferred().
     void before_poll() noexcept;
+    /// Some sleeping owner has records and no wake yet: this loop must not sleep before wake_deferred().
+    bool wakes_deferred() const noexcept { return deferred_wakes_ > 0; }
+    /// Wakes every owner whose wake was deferred (this loop is about to sleep).
+    void wake_deferred() noexcept;
+    /// Datagrams read from the socket so far (shard 0): tells whether a look at the socket found any.
+    std::uint64_t received_so_far() const noexcept { return received_so_far_; }
     /// Starts or stops the socket's receive so that it runs exactly when everything allows it.
     void refresh_receiving() noexcept;
     bool receive_enabled = false;  ///< serving (set and cleared by the lifecycle)
@@ -91,11 +99,16 @@ private:
         Shard* target = nullptr;
         std::deque<std::vector<std::byte>> overflow;  ///< refused by a full mailbox, in order
         bool dirty = false;                           ///< pushed since the last publish
+        std::size_t unwoken = 0;                      ///< records published to a sleeping owner, not woken
+        unsigned waited_turns = 0;                    ///< turns the oldest of them has waited
     };
     void hand_over(unsigned owner, RecvDatagram& d) noexcept;
+    void wake_owner(Outbox& o) noexcept;
     bool flush_overflow(Outbox& o) noexcept;
     std::vector<Outbox> outboxes_;
     std::size_t overflowing_ = 0;  ///< outboxes with a non-empty overflow
+    std::size_t deferred_wakes_ = 0;  ///< outboxes with unwoken records
+    std::uint64_t received_so_far_ = 0;
     bool receiving_ = false;
     bool pause_reported_ = false;  ///< this worker's pause is counted in core.pause_requests
 };
