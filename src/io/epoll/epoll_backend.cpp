@@ -38,14 +38,19 @@ EpollBackend::EpollBackend(Shard& shard, int socket_fd, const BackendConfig& con
     ev.events = EPOLLIN;
     ev.data.u64 = kWakeTag;
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
-    ev.events = 0;
-    ev.data.u64 = kSocketTag;
-    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket_fd_, &ev) < 0) {
-        const int e = errno;
-        ::close(wake_fd_);
-        ::close(epoll_fd_);
-        errno = e;
-        fail("epoll_ctl(ADD socket)");
+    // Only the receiving shard watches the socket. An entry, even with no events, hangs on the socket's wait
+    // queue, and every datagram in and every reply freed walks that queue, taking each entry's lock.
+    if (config.receiver) {
+        ev.events = 0;
+        ev.data.u64 = kSocketTag;
+        if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket_fd_, &ev) < 0) {
+            const int e = errno;
+            ::close(wake_fd_);
+            ::close(epoll_fd_);
+            errno = e;
+            fail("epoll_ctl(ADD socket)");
+        }
+        socket_registered_ = true;
     }
     // One extra byte detects datagrams over the limit (MSG_TRUNC also reports their real length).
     buffer_size_ = config.max_datagram_size + 1;
@@ -69,7 +74,11 @@ void EpollBackend::set_interest(bool readable) noexcept {
     epoll_event ev{};
     ev.events = readable ? static_cast<std::uint32_t>(EPOLLIN) : 0u;
     ev.data.u64 = kSocketTag;
-    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_fd_, &ev);
+    if (socket_registered_) {
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_fd_, &ev);
+    } else if (readable) {
+        socket_registered_ = ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket_fd_, &ev) == 0;
+    }
 }
 
 void EpollBackend::start_receiving() noexcept {
