@@ -4,6 +4,8 @@
 """Aggregates the runs of benchmarks/run.
 
 Usage: report.py --runs RUNS.jsonl --out PREFIX [--fact KEY=VALUE ...] [--config KEY=VALUE ...]
+       report.py --from-json PREFIX.json --out PREFIX2   (again, from a report's JSON: e.g. the plot of a run
+                                                           made on a machine without gnuplot)
 
 RUNS.jsonl holds one object per run: {"case", "case_label", "server", "server_label", "round", "bench_exit",
 "server_exit", "result"}, where "result" is unixgram-bench's --json object (null if it printed none).
@@ -255,7 +257,7 @@ def markdown(cases, facts, config, runs):
     return "\n".join(lines) + "\n"
 
 
-def plot(cases, png, title):
+def plot(cases, png, title, scaling=False):
     gnuplot = shutil.which("gnuplot")
     if gnuplot is None:
         print("report.py: gnuplot not found, no plot", file=sys.stderr)
@@ -269,7 +271,7 @@ def plot(cases, png, title):
                 labels[server_id] = label
     with tempfile.TemporaryDirectory() as tmp:
         data = {}
-        for metric in ("cpu_ns_per_datagram", "p99_us"):
+        for metric in ("datagrams_per_s", "cpu_ns_per_datagram", "p99_us"):
             data[metric] = Path(tmp) / f"{metric}.tsv"
             with open(data[metric], "w", encoding="utf-8") as f:
                 f.write("case\t" + "\t".join(labels[s] for s in servers) + "\n")
@@ -278,7 +280,24 @@ def plot(cases, png, title):
                     values = ["NaN" if med.get(s) is None else f"{med[s]:.3f}" for s in servers]
                     f.write(case_id + "\t" + "\t".join(values) + "\n")
         columns = len(servers) + 1
-        script = f"""
+        # Sharding runs show throughput (what more shards buy) above CPU; the others CPU above p99.
+        throughput = f"""set title "echoed datagrams per second (median)"
+set ylabel "datagrams / s"
+set yrange [0:*]
+plot for [i=2:{columns}] "{data['datagrams_per_s']}" using i:xtic(1) title columnheader(i)
+"""
+        latency = f"""set title "p99 round-trip latency (median over rounds, log scale)"
+set ylabel "µs"
+set logscale y
+set yrange [1:*]
+plot for [i=2:{columns}] "{data['p99_us']}" using i:xtic(1) title columnheader(i)
+"""
+        # Twenty distinct colours: gnuplot's default eight repeat, and a sharding run with --compare has 17 servers.
+        colours = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10", "#000000",
+                   "#a0a0a0", "#8b4513", "#ff69b4", "#2e8b57", "#4682b4", "#daa520", "#7b68ee", "#20b2aa",
+                   "#800000", "#808000", "#000080", "#ff7f50"]
+        linetypes = "".join(f'set linetype {i + 1} lc rgb "{c}"\n' for i, c in enumerate(colours))
+        script = f"""{linetypes}set linetype cycle {len(colours)}
 set terminal pngcairo size 1400,1000 font "sans,10" noenhanced
 set output "{png}"
 set datafile separator "\\t"
@@ -292,16 +311,11 @@ set key outside right top vertical
 set xtics nomirror
 set lmargin 12
 set multiplot layout 2,1 title "{title.replace('"', "'")}"
-set title "server CPU per echoed datagram (median)"
+{throughput if scaling else ""}set title "server CPU per echoed datagram (median)"
 set ylabel "ns / datagram"
 set yrange [0:*]
 plot for [i=2:{columns}] "{data['cpu_ns_per_datagram']}" using i:xtic(1) title columnheader(i)
-set title "p99 round-trip latency (median over rounds, log scale)"
-set ylabel "µs"
-set logscale y
-set yrange [1:*]
-plot for [i=2:{columns}] "{data['p99_us']}" using i:xtic(1) title columnheader(i)
-unset multiplot
+{"" if scaling else latency}unset multiplot
 """
         result = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
         if result.returncode != 0:
@@ -312,14 +326,22 @@ unset multiplot
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", required=True, help="JSON lines written by benchmarks/run")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--runs", help="JSON lines written by benchmarks/run")
+    source.add_argument("--from-json", help="a report's PREFIX.json: its runs, facts and configuration")
     parser.add_argument("--out", required=True, help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png")
     parser.add_argument("--fact", action="append", help="KEY=VALUE about the machine")
     parser.add_argument("--config", action="append", help="KEY=VALUE about the run")
     args = parser.parse_args()
     facts = key_values(args.fact)
     config = key_values(args.config)
-    runs = load_runs(args.runs)
+    if args.from_json:
+        previous = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        facts = {**previous["facts"], **facts}
+        config = {**previous["config"], **config}
+        runs = previous["runs"]
+    else:
+        runs = load_runs(args.runs)
     if not runs:
         sys.exit("report.py: no runs")
     cases = aggregate(runs)
@@ -355,7 +377,7 @@ def main():
     title = f"unixgram echo benchmark {facts.get('date', '')} ({facts.get('nproc', '?')} CPUs, kernel {facts.get('kernel', '?')})"
     if config.get("quick") == "true":
         title += " — quick run, not a measurement"
-    plot(cases, Path(f"{out}.png").resolve(), title)
+    plot(cases, Path(f"{out}.png").resolve(), title, scaling=config.get("scaling") == "true")
     sys.stdout.write(text)
     return 0
 
