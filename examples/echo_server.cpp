@@ -5,6 +5,7 @@
 //
 // PATH "@name" is an abstract name, "" autobinds. Prints "listening on <address>" on stdout once the
 // socket answers; SIGINT/SIGTERM stop it (exit 0, socket file removed if still ours).
+#include <algorithm>
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
     std::string unnamed_text = "ignore";
     unsigned shards = 1;
     std::string level_text = "info";
+    std::size_t max_total_queued_bytes = unixgram::ServerOptions{}.max_total_queued_bytes;
 
     CLI::App app{"unixgram-echo: echo server on a Unix datagram socket"};
     app.add_option("--path", path, "socket path; @name for an abstract name, \"\" to autobind")->required();
@@ -68,6 +70,8 @@ int main(int argc, char** argv) {
     app.add_option("--unnamed", unnamed_text, "datagrams from unbound senders: ignore, warn or handle");
     app.add_option("--shards", shards, "worker shards (N >= 1)");
     app.add_option("--log-level", level_text, "trace, debug, info, warn, error, critical or off");
+    app.add_option("--max-total-queued-bytes", max_total_queued_bytes,
+                   "bytes queued in the server for all clients before it stops reading (kernel backpressure)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -84,6 +88,9 @@ int main(int argc, char** argv) {
         options.unnamed_addresses = unixgram::parse_unnamed_addresses(unnamed_text);
         if (shards == 0) die("invalid --shards value '0': must be at least 1");
         options.shards = shards;
+        options.max_total_queued_bytes = max_total_queued_bytes;
+        // One client may then queue at most that much too (the per-client cap may not exceed the total).
+        options.max_queued_bytes = std::min(options.max_queued_bytes, max_total_queued_bytes);
     } catch (const std::invalid_argument& e) {
         die(e.what());
     }
