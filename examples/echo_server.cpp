@@ -5,7 +5,6 @@
 //
 // PATH "@name" is an abstract name, "" autobinds. Prints "listening on <address>" on stdout once the
 // socket answers; SIGINT/SIGTERM stop it (exit 0, socket file removed if still ours).
-#include <algorithm>
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -71,7 +70,17 @@ int main(int argc, char** argv) {
     app.add_option("--shards", shards, "worker shards (N >= 1)");
     app.add_option("--log-level", level_text, "trace, debug, info, warn, error, critical or off");
     app.add_option("--max-total-queued-bytes", max_total_queued_bytes,
-                   "bytes queued in the server for all clients before it stops reading (kernel backpressure)");
+                   "bytes queued in the server for all clients before it stops reading (kernel backpressure: "
+                   "nothing is dropped)")
+        ->check(CLI::Validator(
+            [](const std::string& text) {
+                // On the text, before conversion: "-5" would otherwise wrap around to a huge size_t.
+                const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+                return digits && text.find_first_not_of('0') != std::string::npos
+                           ? std::string()
+                           : "expected a positive whole number of bytes, got '" + text + "'";
+            },
+            "BYTES"));
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -89,8 +98,6 @@ int main(int argc, char** argv) {
         if (shards == 0) die("invalid --shards value '0': must be at least 1");
         options.shards = shards;
         options.max_total_queued_bytes = max_total_queued_bytes;
-        // One client may then queue at most that much too (the per-client cap may not exceed the total).
-        options.max_queued_bytes = std::min(options.max_queued_bytes, max_total_queued_bytes);
     } catch (const std::invalid_argument& e) {
         die(e.what());
     }

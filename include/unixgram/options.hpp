@@ -60,7 +60,10 @@ struct ServerOptions {
     /// Per-client queue bounds: beyond them the client's newest datagrams are dropped and counted.
     std::size_t max_queued_datagrams = 1024;
     std::size_t max_queued_bytes = std::size_t{4} << 20;
-    /// Over this many queued bytes in all, the server stops reading: senders wait, nothing is lost.
+    /// Over this many queued bytes in all, the server stops reading (resuming at half): senders wait,
+    /// nothing is lost. Set below max_queued_bytes, it pushes back before any client reaches its own cap:
+    /// no datagram is then dropped for a full queue, but one busy client holds up everyone's reads. A small
+    /// value (a few KiB) keeps latency under windowed load near the kernel's own (README, Performance).
     std::size_t max_total_queued_bytes = std::size_t{64} << 20;
     /// How long a reply may be refused by a full peer (EAGAIN, retried with backoff) before
     /// send_packet throws TimeoutError.

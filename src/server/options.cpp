@@ -35,8 +35,9 @@ void ServerOptions::validate() const {
         bad("max_datagram_size", std::to_string(max_datagram_size), "must be between 1 and 16 MiB");
     if (max_queued_datagrams == 0) bad("max_queued_datagrams", "0", "must be at least 1");
     if (max_queued_bytes == 0) bad("max_queued_bytes", "0", "must be at least 1");
-    if (max_total_queued_bytes < max_queued_bytes)
-        bad("max_total_queued_bytes", std::to_string(max_total_queued_bytes), "must be at least max_queued_bytes");
+    // Below max_queued_bytes is allowed: the server then pushes back on senders before any client reaches its
+    // own cap, so nothing is dropped for a full queue (and one busy client holds up the others' reads).
+    if (max_total_queued_bytes == 0) bad("max_total_queued_bytes", "0", "must be at least 1");
     if (send_timeout.count() < 0) bad("send_timeout", std::to_string(send_timeout.count()) + " ms", "must not be negative");
     if (send_buffer_size > (std::size_t{1} << 30))
         bad("send_buffer_size", std::to_string(send_buffer_size), "must be at most 1 GiB");

@@ -346,6 +346,48 @@ TEST(QueueingContract, H4_PerClientQueueIsBoundedByMaxQueuedDatagrams) {
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::err), 0u) << srv.log().dump();
 }
 
+TEST(QueueingContract, TotalCapBelowTheClientCap_PushesBackOnTheSenderInsteadOfDropping) {
+    // DESIGN §6: over max_total_queued_bytes the server stops reading (the kernel makes senders wait) and loses
+    // nothing. Set below max_queued_bytes (allowed), it pushes back before the client's own cap is reached, so
+    // a window far larger than the cap is answered in full, in order, with no drop: the low-latency setting.
+    GatedEchoHandler handler;
+    ServerOptions opts;
+    opts.max_total_queued_bytes = 32;  // four of these datagrams; per client the default 4 MiB / 1024 stay
+    Text srv(handler, TextProtocol{}, opts);
+    auto a = srv.client();
+    constexpr int kCount = 200;
+
+    // Blocking sends, as a real client's: once the server stops reading, the kernel holds this thread (for at
+    // most 10 s each: a failure guard, so that the thread always ends and is joined).
+    const timeval send_guard{10, 0};
+    ::setsockopt(a.fd(), SOL_SOCKET, SO_SNDTIMEO, &send_guard, sizeof send_guard);
+    std::string send_error;
+    std::thread sender([&] {
+        try {
+            for (int i = 0; i < kCount; ++i) a.send(srv.address(), "gated" + std::to_string(i));
+        } catch (const std::exception& e) {
+            send_error = e.what();
+        }
+    });
+    const bool paused = wait_until([&] { return srv.server().stats().receive_pauses > 0; });
+    const ServerStats held = srv.server().stats();
+    EXPECT_TRUE(paused) << "the server must pause its receive over the total cap";
+    EXPECT_EQ(held.dropped_total(), 0u) << "nothing may be dropped: the total cap is below the client's own";
+    EXPECT_LT(held.datagrams_received, static_cast<std::uint64_t>(kCount))
+        << "while its sessions are held, the server must not have taken every datagram (the rest wait in the kernel)";
+
+    handler.release = true;
+    for (int i = 0; i < kCount; ++i) {
+        const auto reply = a.recv();
+        EXPECT_EQ(reply, "gated" + std::to_string(i)) << "reply " << i;
+        if (reply != "gated" + std::to_string(i)) break;
+    }
+    sender.join();
+    EXPECT_EQ(send_error, "") << "the sender must get through once the sessions run";
+    EXPECT_EQ(srv.server().stats().dropped_total(), 0u);
+    EXPECT_TRUE(wait_until([&] { return srv.server().stats().datagrams_sent == kCount; }));
+}
+
 // ---- H12: a session that ends with datagrams queued is followed by a new one -----------------------
 
 /// `__wait__` then X → "After wait: X", answered only once the third datagram has been read, so

@@ -156,6 +156,13 @@ class BadArgumentTest(EchoCase):
                 names = [value] if value else ["--unnamed", "unnamed"]
                 self.assert_rejected(["--path", self.tmp("u.sock"), "--unnamed", value], names)
 
+    def test_bad_max_total_queued_bytes_is_rejected(self):
+        # Checked on the text: "-5" must not wrap around to a huge size.
+        for value in ["0", "-5", "abc", "4k", ""]:
+            with self.subTest(max_total_queued_bytes=value):
+                names = [f"'{value}'"] if value else ["--max-total-queued-bytes"]
+                self.assert_rejected(["--path", self.tmp("q.sock"), "--max-total-queued-bytes", value], names)
+
     def test_mode_with_abstract_address_is_rejected(self):
         name = abstract_name()
         self.assert_rejected(["--path", name, "--mode", "0660"], ["0660", name])

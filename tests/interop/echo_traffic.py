@@ -7,13 +7,14 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
 
-from echo_harness import (IO_TIMEOUT, MAX_DATAGRAM, PATTERN, token, abstract_name, to_sockaddr, fd_count, rss_kib,
+from echo_harness import (IO_TIMEOUT, MAX_DATAGRAM, PATTERN, STOP_BOUND, token, abstract_name, to_sockaddr, fd_count, rss_kib,
                           wait_until, payload, EchoCase, main)
 
 
@@ -69,6 +70,27 @@ class LoadOrderTest(EchoCase):
         clients = [self.client(["path", "abstract", "auto"][i], windowed=True) for i in range(3)]
         self.windowed_exchange(server, clients, 300, 24)
         self.assert_serving(server)
+
+
+    def test_a_small_total_queue_cap_pushes_back_on_senders_and_loses_nothing(self):
+        # --max-total-queued-bytes 256 (four 64-byte datagrams for all clients): the server stops reading at
+        # the cap (DESIGN §6: kernel backpressure, senders wait) and resumes at half. 8 clients × 8 in flight
+        # × 64 B is 4 KiB in flight: every reply must still come back, in order, with nothing dropped, and the
+        # server's exit line must count the pauses.
+        server = self.start("--max-total-queued-bytes", "256", "--log-level", "info")
+        clients = [self.client(["path", "abstract", "auto"][i % 3], windowed=True) for i in range(8)]
+        self.windowed_exchange(server, clients, 400, 8)
+        self.assert_serving(server)
+        status, _ = server.signal_and_wait(signal.SIGTERM, STOP_BOUND)
+        self.assertEqual(status, 0, f"exit status; stderr {server.stderr_text()[-2000:]!r}")
+        served = re.search(r"served: (\d+) datagrams received, (\d+) replies sent, \d+ send retries .*?, "
+                           r"\d+ send errors, (\d+) dropped, (\d+) receive pauses", server.stderr_text())
+        self.assertIsNotNone(served, f"no 'served:' line at exit: {server.stderr_text()[-2000:]!r}")
+        received, sent, dropped, pauses = (int(v) for v in served.groups())
+        self.assertEqual(dropped, 0, "datagrams were dropped under the cap")
+        self.assertEqual(received, sent, "every datagram received must have been answered")
+        self.assertGreaterEqual(received, 8 * 400)
+        self.assertGreater(pauses, 0, "a 256-byte cap with 4 KiB in flight must pause the receive")
 
 
 # ---------------------------------------------------------------------------------------------- slow readers
