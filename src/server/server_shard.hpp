@@ -49,8 +49,9 @@ struct ServerShard {
     /// A datagram from the socket: counted, checked, then dispatched here or handed over.
     void on_received(RecvDatagram& d) noexcept;
     /// Loop turn hook before waiting (sharded servers): publishes the mailboxes and wakes the sleeping
-    /// owners that are due: those with kWakeBatch records waiting, or waiting for kWakeTurns turns. The
-    /// others' wakes are deferred (batched), to at most kWakeTurns turns or until wake_deferred().
+    /// owners that are due: all of them after a light turn (under kBusyTurn datagrams read); after a busy
+    /// one, those with kWakeBatch records waiting or waiting for kWakeTurns turns. The others' wakes are
+    /// deferred (batched), to at most kWakeTurns turns or until wake_deferred().
     void before_poll() noexcept;
     /// Some sleeping owner has records and no wake yet: this loop must not sleep before wake_deferred().
     bool wakes_deferred() const noexcept { return deferred_wakes_ > 0; }
@@ -109,6 +110,7 @@ private:
     std::size_t overflowing_ = 0;  ///< outboxes with a non-empty overflow
     std::size_t deferred_wakes_ = 0;  ///< outboxes with unwoken records
     std::uint64_t received_so_far_ = 0;
+    std::uint64_t received_at_last_turn_ = 0;  ///< received_so_far_ at the last before_poll
     bool receiving_ = false;
     bool pause_reported_ = false;  ///< this worker's pause is counted in core.pause_requests
 };
