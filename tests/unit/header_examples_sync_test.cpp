@@ -13,19 +13,15 @@
 #include <string_view>
 #include <vector>
 
+#include "unit/source_root.hpp"
+
 namespace {
 
 /// Headers whose example in header_examples_test.cpp is a corrected version that the header does not carry
 /// yet. Remove an entry once the header's \code block has been replaced with that text.
 const std::set<std::string> kHeadersWithStaleExamples = {};
 
-std::filesystem::path source_root() {
-#ifdef UNIXGRAM_SOURCE_ROOT
-    return UNIXGRAM_SOURCE_ROOT;
-#else
-    return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
-#endif
-}
+using unixgram::testing::source_root;
 
 std::vector<std::string> read_lines(const std::filesystem::path& file) {
     std::ifstream in(file);

@@ -13,6 +13,7 @@
 #include <unixgram/unixgram.hpp>
 
 #include "contract/harness.hpp"  // RunningServer, RawClient: a real server on a temp path
+#include "unit/source_root.hpp"  // source_root(): the README is read from the source tree
 
 // The README's program, byte for byte between the markers. Everything it includes is included
 // above, so the rename reaches only its main(): gtest_main supplies this program's main(). Only
@@ -58,13 +59,7 @@ static_assert(std::is_same_v<decltype(readme_main), int()>);
 
 using UpperServer = unixgram::testing::RunningServer<std::string, std::string, unixgram::TextProtocol>;
 
-std::filesystem::path source_root() {
-#ifdef UNIXGRAM_SOURCE_ROOT
-    return UNIXGRAM_SOURCE_ROOT;
-#else
-    return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
-#endif
-}
+using unixgram::testing::source_root;
 
 std::string read_file(const std::filesystem::path& file) {
     std::ifstream in(file, std::ios::binary);
