@@ -71,14 +71,11 @@ EpollBackend::~EpollBackend() {
 }
 
 void EpollBackend::set_interest(bool readable) noexcept {
+    if (!socket_registered_) return;  // not the receiving shard: only shard 0 starts and stops the receive
     epoll_event ev{};
     ev.events = readable ? static_cast<std::uint32_t>(EPOLLIN) : 0u;
     ev.data.u64 = kSocketTag;
-    if (socket_registered_) {
-        ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_fd_, &ev);
-    } else if (readable) {
-        socket_registered_ = ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket_fd_, &ev) == 0;
-    }
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_fd_, &ev);
 }
 
 void EpollBackend::start_receiving() noexcept {

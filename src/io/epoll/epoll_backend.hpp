@@ -54,7 +54,7 @@ private:
     int epoll_fd_ = -1;
     int wake_fd_ = -1;
     bool receiving_ = false;
-    bool socket_registered_ = false;  ///< in this epoll set: only once this shard receives
+    bool socket_registered_ = false;  ///< in this epoll set: the receiving shard's only
     bool socket_hot_ = false;  ///< the last recvmmsg returned datagrams: try reading before polling
     unsigned poll_skips_ = 0;
     bool control_ = false;
