@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
     unsigned shards = 1;
     std::string level_text = "info";
     std::size_t max_total_queued_bytes = unixgram::ServerOptions{}.max_total_queued_bytes;
+    bool batch_all_replies = false;
 
     CLI::App app{"unixgram-echo: echo server on a Unix datagram socket"};
     app.add_option("--path", path, "socket path; @name for an abstract name, \"\" to autobind")->required();
@@ -81,6 +82,9 @@ int main(int argc, char** argv) {
                            : "expected a positive whole number of bytes, got '" + text + "'";
             },
             "BYTES"));
+    app.add_flag("--batch-all-replies", batch_all_replies,
+                 "send every reply with the loop turn's batch, even one that holds up the same client's next "
+                 "datagram (ServerOptions::early_replies = false)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -98,6 +102,7 @@ int main(int argc, char** argv) {
         if (shards == 0) die("invalid --shards value '0': must be at least 1");
         options.shards = shards;
         options.max_total_queued_bytes = max_total_queued_bytes;
+        options.early_replies = !batch_all_replies;
     } catch (const std::invalid_argument& e) {
         die(e.what());
     }
@@ -131,9 +136,9 @@ int main(int argc, char** argv) {
         server.close();
         const unixgram::ServerStats st = server.stats();
         log->info("served: {} datagrams received, {} replies sent, {} send retries (full client queues), {} send errors, "
-                  "{} dropped, {} receive pauses",
+                  "{} dropped, {} receive pauses, {} replies sent early",
                   st.datagrams_received, st.datagrams_sent, st.send_retries, st.send_errors, st.dropped_total(),
-                  st.receive_pauses);
+                  st.receive_pauses, st.replies_sent_early);
     } catch (const std::exception& e) {
         die(e.what());
     }

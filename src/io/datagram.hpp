@@ -51,6 +51,8 @@ struct SendOp {
     TimerNode retry_timer;
     unsigned attempts = 0;
     bool in_kernel = false;
+    bool queued = false;           ///< in the backend's batch, not yet handed to the kernel
+    std::uint32_t queue_index = 0;  ///< its slot in that batch
     ClientState* client = nullptr;  ///< whose reply this is (null once abandoned)
     SendOp* next_free = nullptr;
 

@@ -2,6 +2,7 @@
 // Shard: the loop turn, the ready queue, timers, waits and the send-op pool.
 #include "runtime/shard.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -106,6 +107,8 @@ bool settle_wait(Waiter& w, WaitStatus status) noexcept {
     return true;
 }
 }  // namespace
+
+void settle_wait_inline(Waiter& w, WaitStatus status) noexcept { settle_wait(w, status); }
 
 void complete_wait(Waiter& w, WaitStatus status) noexcept {
     if (settle_wait(w, status)) w.ctx->shard->schedule(w.handle, w.ctx);
@@ -296,13 +299,16 @@ void Shard::release_op(SendOp* op) noexcept {
 }
 
 void Shard::submit_send(SendOp* op) noexcept {
+    if (op->client != nullptr && op->waiter != nullptr) op->client->batched_reply = op;
     op->in_kernel = true;
     ++ops_in_kernel_;
     backend_.submit_send(op);
 }
 
 void Shard::unlink_blocked(SendOp* op) noexcept {
-    if (op->client != nullptr && op->client->blocked_send == op) op->client->blocked_send = nullptr;
+    if (op->client == nullptr) return;
+    if (op->client->blocked_send == op) op->client->blocked_send = nullptr;
+    if (op->client->batched_reply == op) op->client->batched_reply = nullptr;
 }
 
 void Shard::retry_now(SendOp* op) noexcept {
@@ -344,14 +350,7 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
             return;
         }
     }
-    if (result >= 0) {
-        ServerStatsCounters::add(stats.datagrams_sent);
-        ServerStatsCounters::add(stats.bytes_sent, static_cast<std::uint64_t>(result));
-    } else if (result == -ETIMEDOUT) {
-        ServerStatsCounters::add(stats.send_timeouts);
-    } else {
-        ServerStatsCounters::add(stats.send_errors);
-    }
+    count_send_result(result);
     SendWait* w = op->waiter;
     if (w == nullptr && result < 0) ServerStatsCounters::add(stats.sends_abandoned);
     release_op(op);  // back in the pool before the session goes on (its next reply reuses it)
@@ -363,6 +362,45 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
         w->result = result;
         complete_wait_now(w->waiter, WaitStatus::ok);
     }
+}
+
+void Shard::count_send_result(int result) noexcept {
+    auto& stats = core_.stats[index_];
+    if (result >= 0) {
+        ServerStatsCounters::add(stats.datagrams_sent);
+        ServerStatsCounters::add(stats.bytes_sent, static_cast<std::uint64_t>(result));
+    } else if (result == -ETIMEDOUT) {
+        ServerStatsCounters::add(stats.send_timeouts);
+    } else {
+        ServerStatsCounters::add(stats.send_errors);
+    }
+}
+
+namespace {
+/// One reply with sendto(2): bytes sent or -errno. MSG_DONTWAIT, as every send (io-uring-notes §2).
+int send_one(int fd, const SendOp& op) noexcept {
+    ssize_t n;
+    do {
+        n = ::sendto(fd, op.buffer.data(), op.buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                     reinterpret_cast<const sockaddr*>(&op.dest), op.dest_length);
+    } while (n < 0 && errno == EINTR);
+    return n >= 0 ? static_cast<int>(n) : -errno;
+}
+}  // namespace
+
+bool Shard::send_now(SendOp* op, int& result) noexcept {
+    result = send_one(core_.fd, *op);
+    if (result == -EAGAIN || result == -ENOBUFS) return false;  // a full peer: the batch and its retries
+    ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
+    count_send_result(result);
+    return true;
+}
+
+void Shard::send_early(SendOp* op) noexcept {
+    backend_.unqueue_send(op);
+    const int result = send_one(core_.fd, *op);
+    if (result != -EAGAIN && result != -ENOBUFS) ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
+    on_send_complete(op, result);  // a refusal is retried with backoff, as from the batch
 }
 
 void Shard::on_datagram(RecvDatagram& d) noexcept {

@@ -14,6 +14,9 @@
 
 namespace unixgram::detail {
 
+/// Ends a pending wait whose operation completed before it suspended (no resume is scheduled).
+void settle_wait_inline(Waiter& w, WaitStatus status) noexcept;
+
 struct ServerCore;
 struct ServerShard;
 
@@ -42,6 +45,11 @@ public:
     SendOp* acquire_op();
     void release_op(SendOp* op) noexcept;
     void submit_send(SendOp* op) noexcept;
+    /// Sends `op` (not submitted yet) with one sendto(2) now; false if the peer's queue is full (then
+    /// submit it as usual). On true, `result` is what the send returned (bytes or -errno), counted.
+    bool send_now(SendOp* op, int& result) noexcept;
+    /// Takes `op` out of the turn's batch (op->queued) and sends it now; completes it as the kernel would.
+    void send_early(SendOp* op) noexcept;
     /// Resends a reply refused by a full peer now instead of at its retry timer.
     void retry_now(SendOp* op) noexcept;
     void unlink_blocked(SendOp* op) noexcept;
@@ -100,6 +108,7 @@ private:
         ~OpPool();
     } pool_;
     std::size_t ops_in_kernel_ = 0;
+    void count_send_result(int result) noexcept;
     Shard* previous_current_ = nullptr;
     Backend backend_;  // last: its teardown may still call back into the members above
 };

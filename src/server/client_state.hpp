@@ -43,6 +43,7 @@ struct ClientState {
     SessionPromiseBase* session = nullptr;  ///< the active handle() coroutine, if any
     RecvWait* recv_waiter = nullptr;        ///< the session's co_yield waiting for a datagram
     SendOp* blocked_send = nullptr;         ///< a reply the client's full queue refused, waiting to retry
+    SendOp* batched_reply = nullptr;        ///< its session's reply, sent with the turn's batch
     RecvDatagram* inline_datagram = nullptr;  ///< being dispatched now, parsed straight from the ring
     QueuedDatagram* held = nullptr;         ///< popped for a session not yet at its first co_yield
     QueuedDatagram* head = nullptr;

@@ -133,6 +133,13 @@ void ServerShard::dispatch(RecvDatagram& d, const SenderName& sender) noexcept {
         return;
     }
     if (SendOp* blocked = c->blocked_send; blocked != nullptr) shard.retry_now(blocked);
+    if (SendOp* reply = c->batched_reply; reply != nullptr && reply->queued && early_replies) {
+        // The session waits for a reply still in this turn's batch: send it now, so that the session
+        // can finish and this datagram start the next one at once (ServerOptions::early_replies).
+        ++c->refs;  // the session may end: keep the client out of the idle list meanwhile
+        shard.send_early(reply);
+        --c->refs;
+    }
     if (c->session == nullptr && !c->restart_scheduled && c->head == nullptr && !tearing_down) {
         // Idle client: start its session on this datagram, parsed straight from the receive buffer.
         c->inline_datagram = &d;
@@ -532,6 +539,16 @@ bool send_submit(SendWait& w, std::coroutine_handle<> h) noexcept {
     if (!suspend) {
         shard->release_op(op);
         return false;
+    }
+    if (ClientState* c = op->client; c != nullptr && c->head != nullptr && c->home->early_replies) {
+        // A datagram of this client waits behind this session: send now, so that it can start.
+        int result;
+        if (shard->send_now(op, result)) {
+            shard->release_op(op);
+            settle_wait_inline(w.waiter, WaitStatus::ok);
+            w.result = result;
+            return false;
+        }
     }
     op->waiter = &w;
     shard->submit_send(op);

@@ -37,7 +37,8 @@ ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
       shard(shard_),
       index(index_),
       stats(core_.stats[index_]),
-      max_queued_bytes_here(core_.options.max_total_queued_bytes / core_.options.shards) {
+      max_queued_bytes_here(core_.options.max_total_queued_bytes / core_.options.shards),
+      early_replies(core_.options.early_replies) {
     shard.attach(this);
 }
 

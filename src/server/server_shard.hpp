@@ -42,6 +42,7 @@ struct ServerShard {
     std::size_t max_queued_bytes_here;  ///< this shard's share of max_total_queued_bytes
     bool receive_paused = false;        ///< queued bytes over this shard's share
     bool tearing_down = false;
+    const bool early_replies;  ///< ServerOptions::early_replies
     TaskGroupState* background = nullptr;
     RateLimitedLog unnamed_log, truncated_log, queue_full_log;
 

@@ -76,17 +76,21 @@ class LoadOrderTest(EchoCase):
         # --max-total-queued-bytes 256 (four 64-byte datagrams for all clients): the server stops reading at
         # the cap (DESIGN §6: kernel backpressure, senders wait) and resumes at half. 8 clients × 8 in flight
         # × 64 B is 4 KiB in flight: every reply must still come back, in order, with nothing dropped, and the
-        # server's exit line must count the pauses.
-        server = self.start("--max-total-queued-bytes", "256", "--log-level", "info")
+        # server's exit line must count the pauses. --batch-all-replies keeps each client's window queued in the
+        # server (by default a reply that holds up its client's next datagram leaves at once, and an echo then
+        # queues almost nothing); the exit line must then count no early reply.
+        server = self.start("--max-total-queued-bytes", "256", "--log-level", "info", "--batch-all-replies")
         clients = [self.client(["path", "abstract", "auto"][i % 3], windowed=True) for i in range(8)]
         self.windowed_exchange(server, clients, 400, 8)
         self.assert_serving(server)
         status, _ = server.signal_and_wait(signal.SIGTERM, STOP_BOUND)
         self.assertEqual(status, 0, f"exit status; stderr {server.stderr_text()[-2000:]!r}")
         served = re.search(r"served: (\d+) datagrams received, (\d+) replies sent, \d+ send retries .*?, "
-                           r"\d+ send errors, (\d+) dropped, (\d+) receive pauses", server.stderr_text())
+                           r"\d+ send errors, (\d+) dropped, (\d+) receive pauses, (\d+) replies sent early",
+                           server.stderr_text())
         self.assertIsNotNone(served, f"no 'served:' line at exit: {server.stderr_text()[-2000:]!r}")
-        received, sent, dropped, pauses = (int(v) for v in served.groups())
+        received, sent, dropped, pauses, early = (int(v) for v in served.groups())
+        self.assertEqual(early, 0, "--batch-all-replies: no reply may leave ahead of its turn's batch")
         self.assertEqual(dropped, 0, "datagrams were dropped under the cap")
         self.assertEqual(received, sent, "every datagram received must have been answered")
         self.assertGreaterEqual(received, 8 * 400)

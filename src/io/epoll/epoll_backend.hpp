@@ -30,7 +30,10 @@ public:
     void stop_receiving() noexcept;
     bool receive_active() const noexcept { return false; }  // nothing asynchronous to wait for
 
+    /// Queues `op` for this turn's batch (op->queued until the batch goes to the kernel).
     void submit_send(SendOp* op) noexcept;
+    /// Takes a queued op out of the batch (the shard sends it itself).
+    void unqueue_send(SendOp* op) noexcept;
     /// Sends what is queued now (sendmmsg); completions are reported before it returns.
     void flush() noexcept { flush_sends(); }
     void poll(bool block, Clock::time_point deadline) noexcept;

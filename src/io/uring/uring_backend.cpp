@@ -35,6 +35,7 @@ constexpr unsigned kCqEntries = 4096;
 
 UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& config)
     : shard_(shard), stats_(config.stats) {
+    pending_sends_.reserve(kSqEntries);
     io_uring_params params{};
     params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
                    IORING_SETUP_CQSIZE;
@@ -89,12 +90,14 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
         if (wake_fd_ < 0) fail("eventfd", -errno);
         arm_wake();
     } catch (...) {
-        this->~UringBackend();
+        release();  // not the destructor: the members are destroyed once, by the throw
         throw;
     }
 }
 
-UringBackend::~UringBackend() {
+UringBackend::~UringBackend() { release(); }
+
+void UringBackend::release() noexcept {
     if (!ring_ready_) return;
     // Cancel the multishot and reap its final CQE before the ring goes: the ring holds a reference
     // to the socket, and an abstract name would otherwise stay bound after close (io-uring-notes §1.0).
@@ -166,6 +169,26 @@ void UringBackend::notify(UringBackend& target) noexcept {
 }
 
 void UringBackend::submit_send(SendOp* op) noexcept {
+    op->queued = true;
+    op->queue_index = static_cast<std::uint32_t>(pending_sends_.size());
+    pending_sends_.push_back(op);
+}
+
+void UringBackend::unqueue_send(SendOp* op) noexcept {
+    pending_sends_[op->queue_index] = nullptr;
+    op->queued = false;
+}
+
+void UringBackend::prepare_sends() noexcept {
+    for (SendOp* op : pending_sends_) {
+        if (op == nullptr) continue;  // sent early by the shard
+        op->queued = false;
+        prepare_send(op);
+    }
+    pending_sends_.clear();  // keeps its capacity: no allocation per turn
+}
+
+void UringBackend::prepare_send(SendOp* op) noexcept {
     io_uring_sqe* sqe = get_sqe();
     // MSG_DONTWAIT always: a blocking AF_UNIX send retried by io_uring can deliver an empty datagram.
     if (addressed_send_) {
@@ -189,6 +212,7 @@ void UringBackend::recycle_buffer(unsigned bid) noexcept {
 }
 
 void UringBackend::poll(bool block, Clock::time_point deadline) noexcept {
+    prepare_sends();
     int r;
     if (block) {
         io_uring_cqe* cqe = nullptr;

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "unixgram/detail/engine.hpp"
 
@@ -33,8 +34,11 @@ public:
     /// True while a multishot receive is armed or being cancelled.
     bool receive_active() const noexcept { return recv_state_ != RecvState::idle; }
 
+    /// Queues `op` for this turn's batch (op->queued until the batch goes to the kernel).
     void submit_send(SendOp* op) noexcept;
-    /// Nothing to do: queued SQEs go to the kernel with the next poll()'s io_uring_enter.
+    /// Takes a queued op out of the batch (the shard sends it itself).
+    void unqueue_send(SendOp* op) noexcept;
+    /// Nothing to do: queued sends go to the kernel with the next poll()'s io_uring_enter.
     void flush() noexcept {}
     /// Submits queued SQEs and processes completions; waits until `deadline` when `block`.
     void poll(bool block, Clock::time_point deadline) noexcept;
@@ -51,12 +55,16 @@ private:
     // Send ops are aligned pointers; a MSG_RING completion is its target's address | 1.
     static constexpr std::uint64_t kRecvTag = 1, kWakeTag = 2, kCancelTag = 3, kMessageTag = 4;
 
+    /// Tears the ring down (the destructor; the constructor when a later step fails).
+    void release() noexcept;
     io_uring_sqe* get_sqe() noexcept;
     void arm_receive() noexcept;
     void arm_wake() noexcept;
     void handle_cqe(const io_uring_cqe* cqe) noexcept;
     void handle_recv(const io_uring_cqe* cqe) noexcept;
     void recycle_buffer(unsigned bid) noexcept;
+    void prepare_sends() noexcept;
+    void prepare_send(SendOp* op) noexcept;
 
     Shard& shard_;
     ServerStatsCounters* stats_;
@@ -78,6 +86,7 @@ private:
     bool msg_ring_ = false;  ///< the kernel supports IORING_OP_MSG_RING
     bool addressed_send_ = false;  ///< the kernel takes an address on IORING_OP_SEND (6.1)
     unsigned messages_in_flight_ = 0;
+    std::vector<SendOp*> pending_sends_;  ///< this turn's replies (null: taken out), SQEs at the next enter
 };
 
 }  // namespace unixgram::detail
