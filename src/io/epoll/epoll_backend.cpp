@@ -97,28 +97,16 @@ void EpollBackend::wake() noexcept {
 
 void EpollBackend::submit_send(SendOp* op) noexcept {
     op->prepare_msghdr();
-    op->queued = true;
-    op->queue_index = static_cast<std::uint32_t>(pending_sends_.size());
-    pending_sends_.push_back(op);
+    pending_sends_.push(op);
 }
 
-void EpollBackend::unqueue_send(SendOp* op) noexcept {
-    pending_sends_[op->queue_index] = nullptr;
-    op->queued = false;
-}
+void EpollBackend::unqueue_send(SendOp* op) noexcept { pending_sends_.remove(op); }
 
 void EpollBackend::flush_sends() noexcept {
     while (!pending_sends_.empty()) {
         // Completions may queue new sends (a resumed session); take the current batch first.
         std::vector<SendOp*>& batch = flushing_;
-        batch.swap(pending_sends_);
-        std::size_t kept = 0;  // drop the slots of replies the shard sent early
-        for (SendOp* op : batch) {
-            if (op == nullptr) continue;
-            op->queued = false;
-            batch[kept++] = op;
-        }
-        batch.resize(kept);
+        pending_sends_.take(batch);
         std::size_t i = 0;
         while (i < batch.size()) {
             const std::size_t n = std::min(kBatch, batch.size() - i);

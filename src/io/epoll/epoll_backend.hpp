@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "io/send_batch.hpp"
 #include "unixgram/detail/engine.hpp"
 
 namespace unixgram::detail {
@@ -67,7 +68,7 @@ private:
     mmsghdr recv_msgs_[kBatch];
     iovec recv_iovs_[kBatch];
     sockaddr_un recv_names_[kBatch];
-    std::vector<SendOp*> pending_sends_;
+    SendBatch pending_sends_;
     std::vector<SendOp*> flushing_;  ///< the batch being sent (completions may queue new sends)
     std::vector<mmsghdr> send_msgs_;
 };

@@ -36,6 +36,7 @@ constexpr unsigned kCqEntries = 4096;
 UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& config)
     : shard_(shard), stats_(config.stats) {
     pending_sends_.reserve(kSqEntries);
+    preparing_.reserve(kSqEntries);
     io_uring_params params{};
     params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
                    IORING_SETUP_CQSIZE;
@@ -168,24 +169,14 @@ void UringBackend::notify(UringBackend& target) noexcept {
     ++messages_in_flight_;
 }
 
-void UringBackend::submit_send(SendOp* op) noexcept {
-    op->queued = true;
-    op->queue_index = static_cast<std::uint32_t>(pending_sends_.size());
-    pending_sends_.push_back(op);
-}
+void UringBackend::submit_send(SendOp* op) noexcept { pending_sends_.push(op); }
 
-void UringBackend::unqueue_send(SendOp* op) noexcept {
-    pending_sends_[op->queue_index] = nullptr;
-    op->queued = false;
-}
+void UringBackend::unqueue_send(SendOp* op) noexcept { pending_sends_.remove(op); }
 
 void UringBackend::prepare_sends() noexcept {
-    for (SendOp* op : pending_sends_) {
-        if (op == nullptr) continue;  // sent early by the shard
-        op->queued = false;
-        prepare_send(op);
-    }
-    pending_sends_.clear();  // keeps its capacity: no allocation per turn
+    if (pending_sends_.empty()) return;
+    pending_sends_.take(preparing_);  // both keep their capacity: no allocation per turn
+    for (SendOp* op : preparing_) prepare_send(op);
 }
 
 void UringBackend::prepare_send(SendOp* op) noexcept {

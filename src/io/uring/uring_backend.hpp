@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "io/send_batch.hpp"
 #include "unixgram/detail/engine.hpp"
 
 namespace unixgram::detail {
@@ -86,7 +87,8 @@ private:
     bool msg_ring_ = false;  ///< the kernel supports IORING_OP_MSG_RING
     bool addressed_send_ = false;  ///< the kernel takes an address on IORING_OP_SEND (6.1)
     unsigned messages_in_flight_ = 0;
-    std::vector<SendOp*> pending_sends_;  ///< this turn's replies (null: taken out), SQEs at the next enter
+    SendBatch pending_sends_;  ///< this turn's replies, made SQEs just before the next enter
+    std::vector<SendOp*> preparing_;
 };
 
 }  // namespace unixgram::detail
