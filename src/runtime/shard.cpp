@@ -331,25 +331,8 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
             release_op(op);
             return;
         }
-        const auto now = Clock::now();
-        // The send_timeout clock starts at the first refusal: a send that goes through at once
-        // never reads the clock.
-        if (op->attempts == 0) op->deadline = now + core_.options.send_timeout;
-        if (now >= op->deadline) {
-            result = -ETIMEDOUT;
-        } else {
-            // The peer's queue is full: back off, bounded by send_timeout.
-            Clock::duration delay = kSlowRetry;
-            if (op->attempts < kFastRetries) {
-                delay = kFirstRetry * (1u << std::min(op->attempts, 10u));
-                if (delay > kFastRetryCap) delay = kFastRetryCap;
-            }
-            ++op->attempts;
-            timers_.arm(&op->retry_timer, std::min(now + delay, op->deadline));
-            // A datagram from this client (it read something, so its queue has room) retries at once.
-            if (op->client != nullptr) op->client->blocked_send = op;
-            return;
-        }
+        if (refused(op)) return;  // retried later
+        result = -ETIMEDOUT;
     }
     count_send_result(result);
     SendWait* w = op->waiter;
@@ -363,6 +346,25 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
         w->result = result;
         complete_wait_now(w->waiter, WaitStatus::ok);
     }
+}
+
+bool Shard::refused(SendOp* op) noexcept {
+    const auto now = Clock::now();
+    // The send_timeout clock starts at the first refusal: a send that goes through at once
+    // never reads the clock.
+    if (op->attempts == 0) op->deadline = now + core_.options.send_timeout;
+    if (now >= op->deadline) return false;
+    // The peer's queue is full: back off, bounded by send_timeout.
+    Clock::duration delay = kSlowRetry;
+    if (op->attempts < kFastRetries) {
+        delay = kFirstRetry * (1u << std::min(op->attempts, 10u));
+        if (delay > kFastRetryCap) delay = kFastRetryCap;
+    }
+    ++op->attempts;
+    timers_.arm(&op->retry_timer, std::min(now + delay, op->deadline));
+    // A datagram from this client (it read something, so its queue has room) retries at once.
+    if (op->client != nullptr) op->client->blocked_send = op;
+    return true;
 }
 
 void Shard::count_send_result(int result) noexcept {
@@ -393,7 +395,13 @@ int send_one(int fd, const SendOp& op) noexcept {
 
 bool Shard::send_now(SendOp* op, int& result) noexcept {
     result = send_one(core_.fd, *op);
-    if (result == -EAGAIN || result == -ENOBUFS) return false;  // a full peer: the batch and its retries
+    if (result == -EAGAIN || result == -ENOBUFS) {
+        // A full peer: retried with backoff from now on, as a refusal from the batch would be (the first
+        // refusal cannot have used up send_timeout).
+        ServerStatsCounters::add(core_.stats[index_].send_retries);
+        refused(op);
+        return false;
+    }
     ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
     count_send_result(result);
     return true;

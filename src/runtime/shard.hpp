@@ -45,8 +45,9 @@ public:
     SendOp* acquire_op();
     void release_op(SendOp* op) noexcept;
     void submit_send(SendOp* op) noexcept;
-    /// Sends `op` (not submitted yet) with one sendto(2) now; false if the peer's queue is full (then
-    /// submit it as usual). On true, `result` is what the send returned (bytes or -errno), counted.
+    /// Sends `op` (not submitted yet, its waiter set) with one sendto(2) now. True: `result` is what the
+    /// send returned (bytes or -errno), counted. False: the peer's queue is full, and the op now waits
+    /// for its retry like any refused reply (its waiter stays suspended).
     bool send_now(SendOp* op, int& result) noexcept;
     /// Takes `op` out of the turn's batch (op->queued) and sends it now; completes it as the kernel would.
     void send_early(SendOp* op) noexcept;
@@ -109,6 +110,8 @@ private:
     } pool_;
     std::size_t ops_in_kernel_ = 0;
     void count_send_result(int result) noexcept;
+    /// A full peer refused `op`: arms its retry (backoff, bounded by send_timeout); false once that is up.
+    bool refused(SendOp* op) noexcept;
     Shard* previous_current_ = nullptr;
     Backend backend_;  // last: its teardown may still call back into the members above
 };

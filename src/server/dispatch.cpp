@@ -133,9 +133,10 @@ void ServerShard::dispatch(RecvDatagram& d, const SenderName& sender) noexcept {
         return;
     }
     if (SendOp* blocked = c->blocked_send; blocked != nullptr) shard.retry_now(blocked);
-    if (SendOp* reply = c->batched_reply; reply != nullptr && reply->queued && early_replies) {
+    if (SendOp* reply = c->batched_reply; reply != nullptr && reply->queued && reply->attempts == 0 && early_replies) {
         // The session waits for a reply still in this turn's batch: send it now, so that the session
-        // can finish and this datagram start the next one at once (ServerOptions::early_replies).
+        // can finish and this datagram start the next one at once (ServerOptions::early_replies). Not a
+        // reply the client's full queue refused before: that one is retried with the batch, once a turn.
         ++c->refs;  // the session may end: keep the client out of the idle list meanwhile
         shard.send_early(reply);
         --c->refs;
@@ -542,13 +543,14 @@ bool send_submit(SendWait& w, std::coroutine_handle<> h) noexcept {
     }
     if (ClientState* c = op->client; c != nullptr && c->head != nullptr && c->home->early_replies) {
         // A datagram of this client waits behind this session: send now, so that it can start.
+        op->waiter = &w;
         int result;
-        if (shard->send_now(op, result)) {
-            shard->release_op(op);
-            settle_wait_inline(w.waiter, WaitStatus::ok);
-            w.result = result;
-            return false;
-        }
+        if (!shard->send_now(op, result)) return true;  // refused: waits for its retry, suspended
+        op->waiter = nullptr;
+        shard->release_op(op);
+        settle_wait_inline(w.waiter, WaitStatus::ok);
+        w.result = result;
+        return false;
     }
     op->waiter = &w;
     shard->submit_send(op);

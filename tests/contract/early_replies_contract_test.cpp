@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <fstream>
 #include <functional>
 #include <string>
 
@@ -90,6 +91,32 @@ TEST(EarlyRepliesContract, H12_RepliesOfQueuedDatagramsGoOutAtOnceAndInOrder) { 
 TEST(EarlyRepliesContract, H12_RepliesOfQueuedDatagramsGoOutAtOnceAndInOrder_4Shards) { queued_run(true, 4); }
 TEST(EarlyRepliesContract, H12_Off_EveryReplyWaitsForTheBatch) { queued_run(false, 1); }
 TEST(EarlyRepliesContract, H12_Off_EveryReplyWaitsForTheBatch_4Shards) { queued_run(false, 4); }
+
+// A client that does not read: its receive queue (net.unix.max_dgram_qlen datagrams) fills while its queued
+// datagrams are answered early. The first reply it refuses waits for its retry, like any refused reply (H23:
+// EAGAIN waits until writable), and the run continues in order once the client reads; nothing is lost.
+TEST(EarlyRepliesContract, H23_ARefusedEarlyReplyIsRetriedAndOrderHolds) {
+    std::size_t qlen = 10;
+    std::ifstream("/proc/sys/net/unix/max_dgram_qlen") >> qlen;
+    const int queued = static_cast<int>(qlen) + 10;  // more replies than the client's queue holds
+    HoldingEcho handler;
+    handler.hold_until = 1 + static_cast<std::uint64_t>(queued);
+    RunningServer<std::string, std::string, TextProtocol> srv(handler, TextProtocol{}, options_with(true, 1));
+    auto c = srv.client();
+    c.send(srv.address(), "hold");
+    ASSERT_TRUE(wait_until([&] { return handler.holding.load(); })) << "the first session never started";
+    for (int i = 0; i < queued; ++i) c.send(srv.address(), "a" + std::to_string(i));
+    ASSERT_TRUE(wait_until([&] { return srv.server().stats().send_retries > 0; }))
+        << "the client's full queue never refused a reply (max_dgram_qlen " << qlen << ")";
+
+    expect_replies_in_order(c, queued, "HOLD");
+    EXPECT_TRUE(wait_until([&] { return srv.server().stats().datagrams_sent == 1u + queued; }))
+        << "datagrams_sent: " << srv.server().stats().datagrams_sent;
+    const ServerStats st = srv.server().stats();
+    EXPECT_EQ(st.dropped_total(), 0u);
+    EXPECT_EQ(st.send_errors, 0u);
+    EXPECT_GE(st.replies_sent_early, qlen) << "the replies that fit were sent early";
+}
 
 /// Echoes each request in upper case, one request per session.
 class Echo : public TextHandler {
