@@ -396,13 +396,13 @@ int send_one(int fd, const SendOp& op) noexcept {
 bool Shard::send_now(SendOp* op, int& result) noexcept {
     result = send_one(core_.fd, *op);
     if (result == -EAGAIN || result == -ENOBUFS) {
-        // A full peer: retried with backoff from now on, as a refusal from the batch would be (the first
-        // refusal cannot have used up send_timeout).
+        // A full peer: retried with backoff from now on, as a refusal from the batch would be.
         ServerStatsCounters::add(core_.stats[index_].send_retries);
-        refused(op);
-        return false;
+        if (refused(op)) return false;
+        result = -ETIMEDOUT;  // send_timeout 0: no retry
+    } else {
+        ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
     }
-    ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
     count_send_result(result);
     return true;
 }

@@ -46,8 +46,9 @@ public:
     void release_op(SendOp* op) noexcept;
     void submit_send(SendOp* op) noexcept;
     /// Sends `op` (not submitted yet, its waiter set) with one sendto(2) now. True: `result` is what the
-    /// send returned (bytes or -errno), counted. False: the peer's queue is full, and the op now waits
-    /// for its retry like any refused reply (its waiter stays suspended).
+    /// send returned (bytes or -errno; -ETIMEDOUT for a refusal with send_timeout 0), counted. False: the
+    /// peer's queue is full, and the op now waits for its retry like any refused reply (its waiter stays
+    /// suspended).
     bool send_now(SendOp* op, int& result) noexcept;
     /// Takes `op` out of the turn's batch (op->queued) and sends it now; completes it as the kernel would.
     void send_early(SendOp* op) noexcept;

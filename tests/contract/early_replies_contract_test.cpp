@@ -118,6 +118,32 @@ TEST(EarlyRepliesContract, H23_ARefusedEarlyReplyIsRetriedAndOrderHolds) {
     EXPECT_GE(st.replies_sent_early, qlen) << "the replies that fit were sent early";
 }
 
+// send_timeout 0 allows no retry: a reply the client's full queue refuses, early or not, ends its send_packet
+// with TimeoutError at once (the handler's error, logged), and the server goes on with the next datagram.
+TEST(EarlyRepliesContract, H23_ZeroSendTimeout_ARefusedEarlyReplyTimesOutAtOnce) {
+    std::size_t qlen = 10;
+    std::ifstream("/proc/sys/net/unix/max_dgram_qlen") >> qlen;
+    const int queued = static_cast<int>(qlen) + 10;
+    HoldingEcho handler;
+    handler.hold_until = 1 + static_cast<std::uint64_t>(queued);
+    ServerOptions options = options_with(true, 1);
+    options.send_timeout = 0ms;
+    RunningServer<std::string, std::string, TextProtocol> srv(handler, TextProtocol{}, options);
+    auto c = srv.client();
+    c.send(srv.address(), "hold");
+    ASSERT_TRUE(wait_until([&] { return handler.holding.load(); })) << "the first session never started";
+    for (int i = 0; i < queued; ++i) c.send(srv.address(), "a" + std::to_string(i));
+    // Every reply is either sent or timed out: none waits for a retry that send_timeout 0 forbids.
+    EXPECT_TRUE(wait_until([&] {
+        const ServerStats st = srv.server().stats();
+        return st.datagrams_sent + st.send_timeouts == 1u + queued;
+    })) << "sent " << srv.server().stats().datagrams_sent << ", timed out " << srv.server().stats().send_timeouts;
+    const ServerStats st = srv.server().stats();
+    EXPECT_GE(st.send_timeouts, 1u);
+    EXPECT_GE(st.datagrams_sent, qlen) << "the replies that fit were sent";
+    EXPECT_EQ(c.recv(), "HOLD") << "the first reply fitted and comes first";
+}
+
 /// Echoes each request in upper case, one request per session.
 class Echo : public TextHandler {
 public:
