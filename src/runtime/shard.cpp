@@ -34,6 +34,8 @@ constexpr auto kFirstRetry = std::chrono::microseconds(20);
 constexpr auto kFastRetryCap = std::chrono::milliseconds(1);
 constexpr unsigned kFastRetries = 64;
 constexpr auto kSlowRetry = std::chrono::milliseconds(10);
+/// A full peer's answer: retried with backoff, never an error for the handler.
+constexpr bool is_refusal(int result) { return result == -EAGAIN || result == -ENOBUFS; }
 
 /// Which deadline a wait reached at `now`: its own, or the innermost expired with_timeout scope.
 void classify_expiry(Waiter& w, Clock::time_point now) noexcept {
@@ -324,7 +326,7 @@ void Shard::on_send_complete(SendOp* op, int result) noexcept {
     op->in_kernel = false;
     --ops_in_kernel_;
     auto& stats = core_.stats[index_];
-    if (result == -EAGAIN || result == -ENOBUFS) {
+    if (is_refusal(result)) {
         ServerStatsCounters::add(stats.send_retries);
         if (op->waiter == nullptr) {
             ServerStatsCounters::add(stats.sends_abandoned);
@@ -395,7 +397,7 @@ int send_one(int fd, const SendOp& op) noexcept {
 
 bool Shard::send_now(SendOp* op, int& result) noexcept {
     result = send_one(core_.fd, *op);
-    if (result == -EAGAIN || result == -ENOBUFS) {
+    if (is_refusal(result)) {
         // A full peer: retried with backoff from now on, as a refusal from the batch would be.
         ServerStatsCounters::add(core_.stats[index_].send_retries);
         if (refused(op)) return false;
@@ -410,7 +412,7 @@ bool Shard::send_now(SendOp* op, int& result) noexcept {
 void Shard::send_early(SendOp* op) noexcept {
     backend_.unqueue_send(op);
     const int result = send_one(core_.fd, *op);
-    if (result != -EAGAIN && result != -ENOBUFS) ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
+    if (!is_refusal(result)) ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
     on_send_complete(op, result);  // a refusal is retried with backoff, as from the batch
 }
 

@@ -5,47 +5,29 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cctype>
 #include <fstream>
-#include <functional>
 #include <string>
 
 #include "contract/lifecycle.hpp"
+#include "contract/session_waits.hpp"
 
 namespace unixgram::testing {
 namespace {
 
-std::string upper(std::string s) {
-    for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return s;
-}
-
-/// Suspends the calling session until `pred` holds, checking it on the loop every millisecond.
-Task<> wait_for(std::function<bool()> pred) {
-    while (!pred()) co_await sleep(1ms);
-}
-
 /// Echoes each request in upper case, one request per session. "hold" first waits until the server
 /// has read `hold_until` datagrams, so that the ones sent after it are queued behind its session.
-class HoldingEcho : public TextHandler {
+class HoldingEcho : public CountingHandler {
 public:
     std::uint64_t hold_until = 0;
     std::atomic<bool> holding{false};
-    Task<> service_init(ExitStack&, Server& server) override {
-        server_ = &server;
-        co_return;
-    }
     Session<std::string> handle(Client<std::string>& client) override {
         std::string request = co_yield recv();
         if (request == "hold") {
             holding = true;
-            co_await wait_for([this] { return server_->stats().datagrams_received >= hold_until; });
+            co_await wait_received(hold_until);
         }
         co_await client.send_packet(upper(request));
     }
-
-private:
-    Server* server_ = nullptr;
 };
 
 ServerOptions options_with(bool early, unsigned shards) {

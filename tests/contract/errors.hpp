@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Shared by the errors contract tests: a handler-side wait, the exception a RuntimeError nests, a crashing protocol.
+// Shared by the errors contract tests: the exception a RuntimeError nests, a crashing protocol.
 #pragma once
 
 #include <atomic>
@@ -13,16 +13,11 @@
 #include <string_view>
 
 #include "contract/harness.hpp"
+#include "contract/session_waits.hpp"
 
 namespace unixgram::testing {
 
 using Text = RunningServer<std::string, std::string, TextProtocol>;
-
-/// Suspends the calling session or task until `pred` holds, checking it on the loop every
-/// millisecond. A handler-side signal: the test decides when `pred` holds, no duration is assumed.
-inline Task<> wait_for(std::function<bool()> pred) {
-    while (!pred()) co_await sleep(1ms);
-}
 
 /// What the exception nested in `e` says, "<none>" if it nests nothing.
 inline std::string nested_what(const std::exception& e) {

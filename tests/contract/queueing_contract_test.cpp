@@ -13,38 +13,12 @@
 #include <vector>
 
 #include "contract/harness.hpp"
+#include "contract/session_waits.hpp"
 
 namespace unixgram::testing {
 namespace {
 
 using Text = RunningServer<std::string, std::string, TextProtocol>;
-
-/// Suspends the calling session until `pred` holds, checking it on the loop every millisecond.
-/// A handler-side signal: the test decides when `pred` holds, no duration is assumed.
-Task<> wait_for(std::function<bool()> pred) {
-    while (!pred()) co_await sleep(1ms);
-}
-
-/// Base of the handlers below: remembers its server (service_init) so that a session can wait on
-/// the server's own counters, e.g. until every datagram the test sent has been read.
-class CountingHandler : public DatagramRequestHandler<std::string, std::string> {
-public:
-    Task<> service_init(ExitStack&, Server& server) override {
-        server_ = &server;
-        co_return;
-    }
-
-protected:
-    Task<> wait_received(std::uint64_t n) {
-        return wait_for([this, n] { return server_->stats().datagrams_received >= n; });
-    }
-    Server* server_ = nullptr;
-};
-
-std::string upper(std::string s) {
-    for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return s;
-}
 
 /// Every info-or-above record is one of the lifecycle lines: nothing about the datagrams was logged.
 void expect_only_lifecycle_logs(CaptureSink& log) {

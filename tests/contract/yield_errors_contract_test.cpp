@@ -15,18 +15,6 @@
 namespace unixgram::testing {
 namespace {
 
-/// Base of handlers whose sessions wait on the server's counters.
-class CountingHandler : public DatagramRequestHandler<std::string, std::string> {
-public:
-    Task<> service_init(ExitStack&, Server& server) override {
-        server_ = &server;
-        co_return;
-    }
-
-protected:
-    Server* server_ = nullptr;
-};
-
 // ---- H7: first-yield validation -------------------------------------------------------------------
 
 /// Its first co_yield uses `timeout`; when that throws std::invalid_argument it reports the message,
@@ -175,7 +163,7 @@ public:
             co_return;
         }
         const std::uint64_t total = std::stoull(first.substr(first.find(' ') + 1));
-        co_await wait_for([this, total] { return server_->stats().datagrams_received >= total; });
+        co_await wait_received(total);
         const double timeout = first.rfind("bad-nan", 0) == 0 ? std::numeric_limits<double>::quiet_NaN() : -0.5;
         std::string reply;
         try {
@@ -257,7 +245,7 @@ class ZeroTimeoutHandler : public CountingHandler {
 public:
     Session<std::string> handle(Client<std::string>& client) override {
         std::string first = co_yield recv();
-        co_await wait_for([this] { return server_->stats().datagrams_received >= 2; });
+        co_await wait_received(2);
         std::string reply;
         try {
             reply = first + " got " + (co_yield recv({.timeout = 0s}));
