@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <system_error>
 
@@ -194,7 +195,7 @@ void EpollBackend::poll(bool block, Clock::time_point deadline) noexcept {
             ts = {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
         }
     }
-    const int n = ::epoll_pwait2(epoll_fd_, events, 4, tsp, nullptr);
+    const int n = wait(events, 4, tsp);
     for (int i = 0; i < n; ++i) {
         if (events[i].data.u64 == kWakeTag) {
             std::uint64_t v;
@@ -204,6 +205,24 @@ void EpollBackend::poll(bool block, Clock::time_point deadline) noexcept {
         }
     }
     flush_sends();
+}
+
+int EpollBackend::wait(epoll_event* events, int max_events, const timespec* timeout) noexcept {
+    if (have_pwait2_) {
+        const int n = ::epoll_pwait2(epoll_fd_, events, max_events, timeout, nullptr);
+        // Kernels before 5.11 lack epoll_pwait2, and some seccomp profiles (containers, sandboxes) refuse it;
+        // without the fallback the loop would spin without ever reading the socket.
+        if (n >= 0 || (errno != ENOSYS && errno != EPERM)) return n;
+        have_pwait2_ = false;
+    }
+    return ::epoll_wait(epoll_fd_, events, max_events, epoll_wait_timeout_ms(timeout));
+}
+
+int epoll_wait_timeout_ms(const timespec* timeout) noexcept {
+    if (timeout == nullptr) return -1;
+    // Rounded up: a deadline 0.3 ms away must not become a 0 ms poll that spins until it passes.
+    const long long ms = static_cast<long long>(timeout->tv_sec) * 1000 + (timeout->tv_nsec + 999999) / 1000000;
+    return ms > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max() : static_cast<int>(ms);
 }
 
 }  // namespace unixgram::detail

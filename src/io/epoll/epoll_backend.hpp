@@ -2,10 +2,12 @@
 // EpollBackend: level-triggered epoll, recvmmsg and sendmmsg batches of up to 32 datagrams.
 #pragma once
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #include <cstddef>
+#include <ctime>
 #include <memory>
 #include <vector>
 
@@ -18,6 +20,9 @@ class Shard;
 struct BackendConfig;
 struct SendOp;
 struct ServerStatsCounters;
+
+/// epoll_wait's timeout for `timeout` (null: forever, -1), in milliseconds rounded up.
+int epoll_wait_timeout_ms(const timespec* timeout) noexcept;
 
 class EpollBackend {
 public:
@@ -52,6 +57,9 @@ private:
     void flush_sends() noexcept;
     void receive_batches() noexcept;
     void set_interest(bool readable) noexcept;
+    /// epoll_pwait2, or epoll_wait with the timeout rounded up to milliseconds where the kernel (before
+    /// 5.11) or a seccomp profile refuses it (ENOSYS, EPERM); the first refusal switches for good.
+    int wait(epoll_event* events, int max_events, const timespec* timeout) noexcept;
 
     Shard& shard_;
     int socket_fd_;
@@ -62,6 +70,7 @@ private:
     bool socket_hot_ = false;  ///< the last recvmmsg returned datagrams: try reading before polling
     unsigned poll_skips_ = 0;
     bool control_ = false;
+    bool have_pwait2_ = true;
     std::size_t buffer_size_ = 0;
     std::unique_ptr<std::byte[]> buffers_;
     std::unique_ptr<std::byte[]> controls_;

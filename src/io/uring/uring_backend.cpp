@@ -55,6 +55,10 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
         params.cq_entries = kCqEntries;
         r = io_uring_queue_init_params(kSqEntries, &ring_, &params);
     }
+    if (r == -EPERM || r == -ENOSYS || r == -EACCES)
+        fail("io_uring_queue_init_params (io_uring is refused here: the sysctl kernel.io_uring_disabled, or a seccomp "
+             "profile such as a container's, or a kernel without io_uring; build unixgram with -Dio_backend=epoll)",
+             r);
     if (r < 0) fail("io_uring_queue_init_params", r);
     ring_ready_ = true;
     try {
