@@ -56,6 +56,8 @@ private:
     static constexpr unsigned kMaxPollSkips = 16;
     void flush_sends() noexcept;
     void receive_batches() noexcept;
+    /// Readies the receive headers that the last recvmmsg filled (lengths and flags) for the next one.
+    void reset_recv_headers() noexcept;
     void set_interest(bool readable) noexcept;
     /// epoll_pwait2, or epoll_wait with the timeout rounded up to milliseconds where the kernel (before
     /// 5.11) or a seccomp profile refuses it (ENOSYS, EPERM); the first refusal switches for good.
@@ -77,6 +79,7 @@ private:
     mmsghdr recv_msgs_[kBatch];
     iovec recv_iovs_[kBatch];
     sockaddr_un recv_names_[kBatch];
+    std::size_t recv_filled_ = 0;  ///< headers the last recvmmsg wrote to
     SendBatch pending_sends_;
     std::vector<SendOp*> flushing_;  ///< the batch being sent (completions may queue new sends)
     std::vector<mmsghdr> send_msgs_;
