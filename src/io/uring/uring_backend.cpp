@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -81,6 +82,15 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
         buffers_ = static_cast<std::byte*>(mem);
         int err = 0;
         buf_ring_ = uring_compat::setup_buf_ring(&ring_, buffer_count_, kBufferGroup, &err);
+        if (buf_ring_ == nullptr && err == -EINVAL) {
+            // Kernels before 5.19 (Ubuntu 22.04's 5.15, Debian 11's 5.10) have no provided-buffer rings.
+            utsname u{};
+            ::uname(&u);
+            const std::string step = std::string("io_uring_register_buf_ring (this backend needs Linux 6.0 or later: "
+                                                 "provided-buffer rings and multishot recvmsg; this kernel is ") +
+                                     u.release + "; build unixgram with -Dio_backend=epoll)";
+            fail(step.c_str(), err);
+        }
         if (buf_ring_ == nullptr) fail("io_uring_register_buf_ring", err);
         const int mask = io_uring_buf_ring_mask(buffer_count_);
         for (unsigned i = 0; i < buffer_count_; ++i)
