@@ -6,11 +6,11 @@
 /// A `Client<Resp>` stands for one sender address of one server (H2, H17): every datagram from
 /// that address goes to the same client, handled by at most one session at a time. Copies compare
 /// equal and hash equal; keep a copy (e.g. as a map key) and the same client state is reused for
-/// that address while you hold it. Copies must stay on the loop thread of the client's shard (the
-/// thread its handle() runs on; ServerOptions::shards) and must not outlive the server object.
-/// A copy made or destroyed on another thread while the server serves would race with that loop:
-/// the process stops (abort) with a message naming the client and its shard. A task that works
-/// with a client should be spawned from its handler (Server::spawn runs it on the caller's loop).
+/// that address while you hold it. Copies must not outlive the server object. They may be made,
+/// used and dropped on any thread (another shard's loop, a thread of your own: ServerOptions::shards);
+/// a copy dropped off its client's shard hands its reference back to that shard, which idles the
+/// client on its next turn. The object you copy from must stay alive meanwhile, as with any copy. A
+/// reply sent from another shard goes out through that shard's loop and is not retried early.
 ///
 /// Example:
 /// \code

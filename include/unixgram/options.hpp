@@ -50,8 +50,8 @@ struct ServerOptions {
     std::shared_ptr<spdlog::logger> logger;
     /// Loop threads (1–1024). Shard 0 (the thread of serve_forever / start) reads the socket; each
     /// client address hashes to one shard, where all its sessions run, in order. Handlers then run on
-    /// several threads at once: shared state in the handler needs its own synchronisation, and a
-    /// Client copy must stay on its shard's thread. max_total_queued_bytes is split evenly.
+    /// several threads at once: shared state in the handler needs its own synchronisation (Client
+    /// copies may be made and dropped on any thread). max_total_queued_bytes is split evenly.
     unsigned shards = 1;
     /// Receive SCM_RIGHTS / SCM_CREDENTIALS so handlers can claim them (RecvParams::ancillary).
     bool receive_ancillary_data = false;

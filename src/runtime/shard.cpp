@@ -266,6 +266,8 @@ void Shard::run_once(bool may_block) {
     }
     fire_timers();
     run_ready();
+    // Client copies dropped on other threads: one relaxed load a turn when there are none.
+    if (server_ != nullptr && server_->has_remote_drops()) server_->take_remote_drops();
 }
 
 // ---- sends ----------------------------------------------------------------------------------------

@@ -4,8 +4,11 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #include "io/datagram.hpp"
 #include "unixgram/address.hpp"
@@ -13,6 +16,8 @@
 #include "unixgram/server.hpp"
 
 namespace unixgram::detail {
+
+class Shard;
 
 struct ServerCore;
 struct ServerShard;
@@ -50,12 +55,18 @@ struct ClientState {
     QueuedDatagram* tail = nullptr;
     std::size_t queued_count = 0;
     std::size_t queued_bytes = 0;
-    unsigned refs = 0;                      ///< Client copies held by user code
+    /// Client copies held by user code. Copies may be made on any thread (each holds a reference); one
+    /// dropped off the owner's loop thread keeps its reference until the owner takes it (RemoteDrops), so
+    /// that only the owner shard, or the last drop of an orphaned client, frees the state.
+    std::atomic<unsigned> refs{0};
     bool restart_scheduled = false;
-    bool orphaned = false;                  ///< outlived its run (held by user code): closed
+    bool pinned = false;                    ///< dispatch holds it across an early reply (not idle meanwhile)
+    std::atomic<bool> orphaned{false};      ///< outlived its run (held by user code): closed
 
     // cold
     ServerShard* home = nullptr;            ///< the shard that owns this client (valid until orphaned)
+    const Shard* home_loop = nullptr;       ///< home's loop, compared (never dereferenced) off that thread
+    unsigned home_index = 0;                ///< home's index: its RemoteDrops box in core
     ServerCore* core = nullptr;             ///< its server (outlives the run)
     UnixAddress address;
     std::size_t address_hash = 0;           ///< address.hash(): its key in the shard's ClientTable
@@ -64,6 +75,18 @@ struct ClientState {
     bool in_idle = false;
     alignas(void*) unsigned char client_storage[kClientStorageSize];
 };
+
+/// Client copies dropped off their owner shard's loop thread (ServerOptions::shards, user threads), waiting for
+/// that shard to release their reference: only the owner may idle or free a client it serves.
+struct RemoteDrops {
+    std::mutex mutex;
+    std::vector<ClientState*> clients;   ///< one entry per dropped copy (guarded by mutex)
+    std::atomic<std::size_t> count{0};   ///< clients.size(), read without the lock once a turn
+};
+
+/// Releases one reference to `c` on its owner's loop thread (or anywhere once orphaned): the last one idles
+/// the client (or frees it, orphaned).
+void release_client_ref(ClientState* c) noexcept;
 
 /// Intrusive LRU list of idle clients, oldest first.
 class IdleList {

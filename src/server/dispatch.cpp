@@ -114,6 +114,8 @@ ClientState* ServerShard::find_or_create(const SenderName& sender) {
     }
     auto fresh = std::make_unique<ClientState>();  // a new client: its first datagram
     fresh->home = this;
+    fresh->home_loop = &shard;
+    fresh->home_index = index;
     fresh->core = &core;
     fresh->address = sender.address();
     fresh->address_hash = sender.hash;
@@ -137,9 +139,9 @@ void ServerShard::dispatch(RecvDatagram& d, const SenderName& sender) noexcept {
         // The session waits for a reply still in this turn's batch: send it now, so that the session
         // can finish and this datagram start the next one at once (ServerOptions::early_replies). Not a
         // reply the client's full queue refused before: that one is retried with the batch, once a turn.
-        ++c->refs;  // the session may end: keep the client out of the idle list meanwhile
+        c->pinned = true;  // the session may end: keep the client out of the idle list meanwhile
         shard.send_early(reply);
-        --c->refs;
+        c->pinned = false;
     }
     if (c->session == nullptr && !c->restart_scheduled && c->head == nullptr && !tearing_down) {
         // Idle client: start its session on this datagram, parsed straight from the receive buffer.
@@ -256,10 +258,10 @@ void ServerShard::start_session(ClientState* c) noexcept {
 }
 
 void ServerShard::maybe_idle(ClientState* c) noexcept {
-    if (c->session != nullptr || c->restart_scheduled || c->head != nullptr || c->held != nullptr || c->refs > 0 ||
-        c->in_idle)
+    if (c->session != nullptr || c->restart_scheduled || c->head != nullptr || c->held != nullptr || c->pinned ||
+        c->refs.load(std::memory_order_acquire) > 0 || c->in_idle)
         return;
-    if (c->orphaned) {
+    if (c->orphaned.load(std::memory_order_relaxed)) {
         delete c;
         return;
     }
@@ -445,41 +447,42 @@ void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
 
 // ---- clients --------------------------------------------------------------------------------------
 
-namespace {
-/// A Client copy made or dropped on another thread races with its shard's loop on `refs` and the idle
-/// list: stop with a message that names the client rather than corrupt the server. Checked while the
-/// server serves; before a run and after its teardown (orphaned) a copy may be dropped anywhere.
-void check_client_thread(const ClientState* c, const char* what) noexcept {
-    if (c->orphaned || c->core->phase.load(std::memory_order_acquire) != ServerCore::kServing) return;
-    if (Shard::current() == &c->home->shard) return;
-    std::fprintf(stderr,
-                 "unixgram: the Client of %s was %s on a thread that is not its shard's loop thread (it belongs "
-                 "to shard %u of %u): Client copies must stay on that thread while the server runs "
-                 "(unixgram/client.hpp)\n",
-                 c->address.to_string().c_str(), what, c->home->index, c->core->options.shards);
-    std::fflush(stderr);
-    std::abort();
-}
-}  // namespace
-
 void client_ref(ClientState* c) noexcept {
-    check_client_thread(c, "copied");
-    ++c->refs;
+    // Any thread: the copy it is made from holds a reference, so the state cannot go meanwhile.
+    c->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void release_client_ref(ClientState* c) noexcept {
+    if (c->refs.fetch_sub(1, std::memory_order_acq_rel) > 1) return;
+    if (c->orphaned.load(std::memory_order_acquire)) {
+        delete c;  // its run is over
+    } else {
+        c->home->maybe_idle(c);  // on the owner's loop thread: the only caller while it serves
+    }
 }
 
 void client_unref(ClientState* c) noexcept {
-    check_client_thread(c, "destroyed");
-    if (--c->refs > 0) return;
-    if (c->orphaned) {
-        delete c;  // its run is over
-    } else {
-        c->home->maybe_idle(c);
+    // Off the owner's loop thread the owner may be idling or freeing this client right now: hand the
+    // reference over to it (ServerShard::take_remote_drops) instead. An orphaned client has no owner left.
+    if (!c->orphaned.load(std::memory_order_acquire) && Shard::current() != c->home_loop) {
+        RemoteDrops& box = c->core->remote_drops[c->home_index];
+        std::lock_guard lock(box.mutex);
+        try {
+            box.clients.push_back(c);
+            box.count.store(box.clients.size(), std::memory_order_release);
+            return;
+        } catch (const std::bad_alloc&) {
+            // No room to hand it over: keep the reference (the state lives until the server is destroyed).
+            return;
+        }
     }
+    release_client_ref(c);
 }
 
 bool client_is_closing(const ClientState* c) noexcept {
     // The server-wide phase, not the owner shard's flag: every shard's clients close at the same moment.
-    return c->orphaned || c->core->phase.load(std::memory_order_relaxed) != ServerCore::kServing ||
+    return c->orphaned.load(std::memory_order_acquire) ||
+           c->core->phase.load(std::memory_order_relaxed) != ServerCore::kServing ||
            !c->core->service_available.load(std::memory_order_relaxed);
 }
 
@@ -501,7 +504,7 @@ SendOp* send_acquire(ClientState* c) {
     op->dest_length = c->address.length();
     // A reply sent from another shard goes out through that shard's ring; only the owner shard
     // links it to the client state (to retry it when the client sends again).
-    op->client = &c->home->shard == shard ? c : nullptr;
+    op->client = c->home_loop == shard ? c : nullptr;
     return op;
 }
 

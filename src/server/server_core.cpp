@@ -79,9 +79,18 @@ ServerCore::ServerCore(Server& owner_, UnixAddress requested_, ServerOptions opt
     }
     log = options.logger ? options.logger : default_logger();
     stats = std::make_unique<ServerStatsCounters[]>(options.shards);
+    remote_drops = std::make_unique<RemoteDrops[]>(options.shards);
 }
 
-ServerCore::~ServerCore() = default;
+ServerCore::~ServerCore() {
+    // Copies dropped on another thread while a run ended, after its shard took its box over for the last time:
+    // every run is over, so each of these clients is orphaned, and the last reference frees it.
+    for (unsigned i = 0; i < options.shards; ++i) {
+        for (ClientState* c : remote_drops[i].clients) {
+            if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete c;
+        }
+    }
+}
 
 void ServerCore::activate_locked() {
     if (closed) throw ServerClosedError();

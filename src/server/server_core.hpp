@@ -46,6 +46,8 @@ struct ServerCore {
     std::shared_ptr<spdlog::logger> log;
     /// One block of counters per shard (each written by its shard only); stats() sums them.
     std::unique_ptr<ServerStatsCounters[]> stats;
+    /// One per shard, for the server's lifetime (a copy may be dropped while a run ends).
+    std::unique_ptr<RemoteDrops[]> remote_drops;
 
     // ---- lifecycle (guarded by mutex) ----
     std::mutex mutex;

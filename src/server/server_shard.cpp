@@ -38,7 +38,8 @@ ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
       index(index_),
       stats(core_.stats[index_]),
       max_queued_bytes_here(core_.options.max_total_queued_bytes / core_.options.shards),
-      early_replies(core_.options.early_replies) {
+      early_replies(core_.options.early_replies),
+      remote_drops_(core_.remote_drops[index_]) {
     shard.attach(this);
 }
 
@@ -269,7 +270,18 @@ bool ServerShard::has_live_work() const noexcept {
     return live_sessions > 0 || (background != nullptr && task_group_active(background) > 0);
 }
 
+void ServerShard::take_remote_drops() noexcept {
+    {
+        std::lock_guard lock(remote_drops_.mutex);
+        taken_drops_.swap(remote_drops_.clients);  // both keep their capacity
+        remote_drops_.count.store(0, std::memory_order_relaxed);
+    }
+    for (ClientState* c : taken_drops_) release_client_ref(c);
+    taken_drops_.clear();
+}
+
 void ServerShard::teardown_clients() noexcept {
+    take_remote_drops();  // the clients whose last copy went elsewhere are freed below, not orphaned
     clients.for_each([this](ClientState* c) {
         std::size_t dropped = 0;
         while (c->head != nullptr) {
@@ -286,8 +298,8 @@ void ServerShard::teardown_clients() noexcept {
         }
         idle.remove(c);
         if (c->session != nullptr) return;  // stuck session (see serve): leak rather than dangle
-        if (c->refs > 0) {
-            c->orphaned = true;  // freed when the last Client copy goes
+        if (c->refs.load(std::memory_order_acquire) > 0) {
+            c->orphaned.store(true, std::memory_order_release);  // freed when the last Client copy goes
         } else {
             delete c;
         }

@@ -94,6 +94,10 @@ struct ServerShard {
     bool has_live_work() const noexcept;
     void teardown_clients() noexcept;
     static void restart_client(void* arg);
+    /// Takes over the references of Client copies dropped off this shard's loop thread (client_unref), once
+    /// a turn and before teardown: idles or frees the clients whose last copy went.
+    void take_remote_drops() noexcept;
+    bool has_remote_drops() const noexcept { return remote_drops_.count.load(std::memory_order_relaxed) != 0; }
 
 private:
     struct Outbox {
@@ -114,6 +118,8 @@ private:
     std::uint64_t received_at_last_turn_ = 0;  ///< received_so_far_ at the last before_poll
     bool receiving_ = false;
     bool pause_reported_ = false;  ///< this worker's pause is counted in core.pause_requests
+    RemoteDrops& remote_drops_;    ///< core.remote_drops[index]
+    std::vector<ClientState*> taken_drops_;  ///< take_remote_drops()'s batch (swapped with the box's)
 };
 
 }  // namespace unixgram::detail
