@@ -334,77 +334,69 @@ TEST(ShardingContract, FourShards_SpawnRunsOnTheSessionsShardAndIsCancelledAtShu
 // ---- Client copies across shards -----------------------------------------------------------------------
 
 /// A registry of clients and a broadcaster, the pattern of a notification daemon: each client that says
-/// "register" is kept as a Client copy (made on its own shard, after its reply); a task of service_init, on
-/// shard 0, copies every registered client, sends each one "broadcast" and drops its copies there; then it
-/// empties the registry, dropping the last copies on shard 0 too. Anything else is echoed.
+/// "register" is kept as a Client copy (made on its own shard); the session of "broadcast", on its sender's
+/// shard, copies every registered client, sends each one "broadcast" and drops its copies there, then empties
+/// the registry, dropping the last copies there too, and answers "done". Anything else is echoed.
 class BroadcastHandler : public DatagramRequestHandler<std::string, std::string> {
 public:
-    std::size_t expected = 0;
-    std::atomic<bool> done{false};
     ThreadLog session_threads;
     std::mutex mutex;
     ThreadId broadcaster;
 
-    Task<> service_init(ExitStack&, Server& server) override {
-        server.spawn(broadcast());
-        co_return;
-    }
     Session<std::string> handle(TextClient& client) override {
         std::string request = co_yield recv();
-        session_threads.record(client.peer_name().to_string());
-        if (request != "register") {
+        if (request == "register") {
+            session_threads.record(client.peer_name().to_string());
+            {
+                std::lock_guard lock(mutex);
+                registry_.push_back(client);  // a copy, on the client's shard
+            }
+            co_await client.send_packet("registered");
+        } else if (request == "broadcast") {
+            std::vector<TextClient> targets;
+            {
+                std::lock_guard lock(mutex);
+                targets = registry_;  // copies made here, of clients of every shard
+                broadcaster = std::this_thread::get_id();
+            }
+            for (TextClient& target : targets) co_await target.send_packet("broadcast");  // sent from here
+            targets.clear();  // dropped here
+            std::vector<TextClient> last;
+            {
+                std::lock_guard lock(mutex);
+                last.swap(registry_);
+            }
+            last.clear();  // the last copies, dropped here: their owners idle (here: free) the clients
+            co_await client.send_packet("done");
+        } else {
             co_await client.send_packet("echo " + request);
-            co_return;
         }
-        co_await client.send_packet("registered");
-        std::lock_guard lock(mutex);
-        registry_.push_back(client);  // a copy, on the client's shard
     }
 
 private:
-    Task<> broadcast() {
-        std::vector<TextClient> targets;
-        for (int i = 0; i < 30000 && targets.empty(); ++i) {
-            {
-                std::lock_guard lock(mutex);
-                if (registry_.size() == expected) {
-                    targets = registry_;  // copies made on shard 0, of clients of every shard
-                    broadcaster = std::this_thread::get_id();
-                }
-            }
-            if (targets.empty()) co_await sleep(1ms);
-        }
-        for (TextClient& target : targets) co_await target.send_packet("broadcast");  // sent from shard 0
-        targets.clear();  // dropped on shard 0
-        std::vector<TextClient> last;
-        {
-            std::lock_guard lock(mutex);
-            last.swap(registry_);
-        }
-        last.clear();  // the last copies, dropped on shard 0: their owners idle (here: free) the clients
-        done = true;
-    }
     std::vector<TextClient> registry_;
 };
 
 TEST(ShardingContract, FourShards_ClientCopiesMayBeMadeUsedAndDroppedOnAnotherShard) {
     constexpr int kClients = 16;
     BroadcastHandler handler;
-    handler.expected = kClients;
     ServerOptions options = shards(4);
     options.idle_client_cache = 0;  // a client whose last copy goes is freed at once
     Text srv(handler, {}, options);
     auto clients = make_clients(srv, kClients);
     for (auto& c : clients) c.send(srv.address(), "register");
-    for (int i = 0; i < kClients; ++i) {
-        auto& c = clients[static_cast<std::size_t>(i)];
-        ASSERT_EQ(c.recv(kGuard), "registered") << "client " << i << "\n" << srv.log().dump();
-        ASSERT_EQ(c.recv(kGuard), "broadcast") << "client " << i << "\n" << srv.log().dump();
-    }
-    ASSERT_TRUE(wait_until([&] { return handler.done.load(); }, kGuard)) << "the broadcaster never finished";
+    for (int i = 0; i < kClients; ++i)
+        ASSERT_EQ(clients[static_cast<std::size_t>(i)].recv(kGuard), "registered") << "client " << i << "\n"
+                                                                                 << srv.log().dump();
+    auto trigger = srv.client();
+    trigger.send(srv.address(), "broadcast");
+    for (int i = 0; i < kClients; ++i)
+        ASSERT_EQ(clients[static_cast<std::size_t>(i)].recv(kGuard), "broadcast") << "client " << i << "\n"
+                                                                                << srv.log().dump();
+    ASSERT_EQ(trigger.recv(kGuard), "done") << srv.log().dump();
 
-    // The states whose last copies went on shard 0 were handed back to their owners, not freed under them:
-    // every client is served again, in order, from a fresh state.
+    // The states whose last copies went on the broadcaster's shard were handed back to their owners, not
+    // freed under them: every client is served again, in order, from a fresh state.
     for (int round = 0; round < 3; ++round) {
         for (int i = 0; i < kClients; ++i) {
             auto& c = clients[static_cast<std::size_t>(i)];
@@ -413,12 +405,12 @@ TEST(ShardingContract, FourShards_ClientCopiesMayBeMadeUsedAndDroppedOnAnotherSh
             ASSERT_EQ(c.recv(kGuard), "echo " + text) << srv.log().dump();
         }
     }
-    stop_within_guard(srv.server(), "16 clients after a broadcast from shard 0");
+    stop_within_guard(srv.server(), "16 clients after a broadcast from another shard");
 
     std::set<ThreadId> owners = handler.session_threads.all();
     EXPECT_GE(owners.size(), 2u) << "16 clients on 4 shards all landed on one";
     owners.erase(handler.broadcaster);
-    EXPECT_FALSE(owners.empty()) << "no client lived on a shard other than the broadcaster's";
+    EXPECT_FALSE(owners.empty()) << "no registered client lived on a shard other than the broadcaster's";
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::err), 0u) << srv.log().dump();
 }
 
