@@ -469,12 +469,11 @@ void client_unref(ClientState* c) noexcept {
         std::lock_guard lock(box.mutex);
         try {
             box.clients.push_back(c);
-            box.count.store(box.clients.size(), std::memory_order_release);
-            return;
         } catch (const std::bad_alloc&) {
-            // No room to hand it over: keep the reference (the state lives until the server is destroyed).
-            return;
+            return;  // no room to hand it over: the reference stays (the state lives until the server goes)
         }
+        box.count.store(box.clients.size(), std::memory_order_release);
+        return;
     }
     release_client_ref(c);
 }
