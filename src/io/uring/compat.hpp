@@ -17,4 +17,19 @@ void free_buf_ring(io_uring* ring, io_uring_buf_ring* br, unsigned entries, int 
 /// temporary autobound AF_UNIX datagram sockets through a temporary ring; false on any failure.
 bool addressed_send_supported() noexcept;
 
+/// What probe_multishot_recvmsg found: `ran` once the request reached the kernel (false when the probe itself
+/// could not run: no socket, no ring); then `result` is 0 when the request delivered the datagram and stayed armed,
+/// or the kernel's -errno (-EINVAL before 6.0; also -EINVAL for a request that did not stay armed).
+struct MultishotProbe {
+    bool ran = false;
+    int result = 0;
+};
+/// Arms a multishot recvmsg (kernel 6.0) on a temporary autobound socket with one datagram queued, through a
+/// temporary ring with a provided-buffer ring, then cancels it. `extra_ioprio` is OR-ed into the request's receive
+/// flags: tests pass a flag no kernel knows, which is how a 5.19 kernel sees IORING_RECV_MULTISHOT.
+MultishotProbe probe_multishot_recvmsg(unsigned extra_ioprio) noexcept;
+/// probe_multishot_recvmsg(0) ran and got -EINVAL, probed once per process: this kernel has provided-buffer rings
+/// (5.19) but no multishot recvmsg (6.0), and the backend cannot receive.
+bool multishot_recvmsg_refused() noexcept;
+
 }  // namespace unixgram::detail::uring_compat

@@ -32,6 +32,16 @@ constexpr unsigned kCqEntries = 4096;
 [[noreturn]] void fail(const char* step, int neg_errno) {
     throw std::system_error(-neg_errno, std::generic_category(), std::string("io_uring backend: ") + step);
 }
+/// A kernel that lacks what the backend needs (provided-buffer rings 5.19, multishot recvmsg 6.0).
+[[noreturn]] void fail_kernel_too_old(const char* step, int neg_errno) {
+    utsname u{};
+    ::uname(&u);
+    const std::string what = std::string(step) +
+                             " (this backend needs Linux 6.0 or later: provided-buffer rings and multishot recvmsg; "
+                             "this kernel is " +
+                             u.release + "; build unixgram with -Dio_backend=epoll)";
+    fail(what.c_str(), neg_errno);
+}
 }  // namespace
 
 UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& config)
@@ -82,16 +92,12 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
         buffers_ = static_cast<std::byte*>(mem);
         int err = 0;
         buf_ring_ = uring_compat::setup_buf_ring(&ring_, buffer_count_, kBufferGroup, &err);
-        if (buf_ring_ == nullptr && err == -EINVAL) {
-            // Kernels before 5.19 (Ubuntu 22.04's 5.15, Debian 11's 5.10) have no provided-buffer rings.
-            utsname u{};
-            ::uname(&u);
-            const std::string step = std::string("io_uring_register_buf_ring (this backend needs Linux 6.0 or later: "
-                                                 "provided-buffer rings and multishot recvmsg; this kernel is ") +
-                                     u.release + "; build unixgram with -Dio_backend=epoll)";
-            fail(step.c_str(), err);
-        }
+        // Kernels before 5.19 (Ubuntu 22.04's 5.15, Debian 11's 5.10) have no provided-buffer rings.
+        if (buf_ring_ == nullptr && err == -EINVAL) fail_kernel_too_old("io_uring_register_buf_ring", err);
         if (buf_ring_ == nullptr) fail("io_uring_register_buf_ring", err);
+        // 5.19 has them but no multishot recvmsg: the receive would fail and be re-armed every turn, forever.
+        if (config.receiver && uring_compat::multishot_recvmsg_refused())
+            fail_kernel_too_old("io_uring_prep_recvmsg_multishot", -EINVAL);
         const int mask = io_uring_buf_ring_mask(buffer_count_);
         for (unsigned i = 0; i < buffer_count_; ++i)
             io_uring_buf_ring_add(buf_ring_, buffers_ + i * buffer_size_, static_cast<unsigned>(buffer_size_),
