@@ -28,6 +28,11 @@ constexpr int kBufferGroup = 0;
 constexpr unsigned kBufferCount = 64;  // the socket queue holds 11 datagrams; 64 covers bursts
 constexpr unsigned kSqEntries = 256;
 constexpr unsigned kCqEntries = 4096;
+// A multishot receive lays out each buffer as io_uring_recvmsg_out (16 bytes), msg_namelen bytes for the
+// name, msg_controllen bytes of control messages, then the payload. sizeof(sockaddr_un) is 110: rounded up
+// to 112, the control messages (cmsghdr, 8-byte aligned) and the payload start 8-byte aligned in the
+// 64-byte-aligned buffers (UBSan reported the misaligned cmsghdr at offset 126).
+constexpr unsigned kNameRoom = (sizeof(sockaddr_un) + 7) & ~7u;
 
 [[noreturn]] void fail(const char* step, int neg_errno) {
     throw std::system_error(-neg_errno, std::generic_category(), std::string("io_uring backend: ") + step);
@@ -81,8 +86,8 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
             io_uring_free_probe(probe);
         }
         addressed_send_ = uring_compat::addressed_send_supported();
-        buffer_size_ = sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_un) +
-                       (config.receive_control ? kControlSize : 0) + config.max_datagram_size;
+        buffer_size_ = sizeof(io_uring_recvmsg_out) + kNameRoom + (config.receive_control ? kControlSize : 0) +
+                       config.max_datagram_size;
         buffer_size_ = (buffer_size_ + 63) & ~std::size_t{63};
         // Only the receiving shard needs receive buffers; the others get a token ring.
         buffer_count_ = config.receiver ? kBufferCount : 1;
@@ -104,7 +109,7 @@ UringBackend::UringBackend(Shard& shard, int socket_fd, const BackendConfig& con
                                   static_cast<unsigned short>(i), mask, static_cast<int>(i));
         io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buffer_count_));
 
-        recv_msg_.msg_namelen = sizeof(sockaddr_un);
+        recv_msg_.msg_namelen = kNameRoom;
         recv_msg_.msg_controllen = config.receive_control ? kControlSize : 0;
 
         wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -298,7 +303,7 @@ void UringBackend::handle_recv(const io_uring_cqe* cqe) noexcept {
     if (out != nullptr) {
         RecvDatagram d;
         d.name = io_uring_recvmsg_name(out);
-        d.name_length = out->namelen > recv_msg_.msg_namelen ? recv_msg_.msg_namelen : out->namelen;
+        d.name_length = out->namelen > sizeof(sockaddr_un) ? sizeof(sockaddr_un) : out->namelen;
         auto* payload = static_cast<const std::byte*>(io_uring_recvmsg_payload(out, &recv_msg_));
         const unsigned length = io_uring_recvmsg_payload_length(out, cqe->res, &recv_msg_);
         d.real_length = out->payloadlen;
