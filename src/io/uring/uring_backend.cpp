@@ -33,6 +33,7 @@ constexpr unsigned kCqEntries = 4096;
 // to 112, the control messages (cmsghdr, 8-byte aligned) and the payload start 8-byte aligned in the
 // 64-byte-aligned buffers (UBSan reported the misaligned cmsghdr at offset 126).
 constexpr unsigned kNameRoom = (sizeof(sockaddr_un) + 7) & ~7u;
+constexpr unsigned kCqeBatch = 64;  // completions handled before the CQ head and the buffers go back
 
 [[noreturn]] void fail(const char* step, int neg_errno) {
     throw std::system_error(-neg_errno, std::generic_category(), std::string("io_uring backend: ") + step);
@@ -251,17 +252,24 @@ void UringBackend::poll(bool block, Clock::time_point deadline) noexcept {
         ServerStatsCounters::add(stats_->cq_overflows);
         io_uring_get_events(&ring_);
     }
-    io_uring_cqe* cqes[64];
+    // The CQ ring is read in place (io_uring_for_each_cqe, inline) rather than through io_uring_peek_batch_cqe,
+    // which copies the pointers out first: 88 instructions per ping-pong exchange (callgrind). Batches of
+    // kCqeBatch, each handed back (CQ head, receive buffers) before the next.
     for (;;) {
-        const unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 64);
+        unsigned head;
+        unsigned n = 0;
+        io_uring_cqe* cqe;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            handle_cqe(cqe);
+            if (++n == kCqeBatch) break;
+        }
         if (n == 0) break;
-        for (unsigned i = 0; i < n; ++i) handle_cqe(cqes[i]);
         io_uring_cq_advance(&ring_, n);
         if (pending_recycles_ > 0) {
             io_uring_buf_ring_advance(buf_ring_, static_cast<int>(pending_recycles_));
             pending_recycles_ = 0;
         }
-        if (n < 64) break;
+        if (n < kCqeBatch) break;
     }
     if (want_receive_ && recv_state_ == RecvState::idle) arm_receive();
     if (!wake_armed_) arm_wake();
