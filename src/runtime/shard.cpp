@@ -17,9 +17,10 @@
 
 namespace unixgram::detail {
 
+[[gnu::tls_model("initial-exec")]] thread_local Shard* tls_shard = nullptr;
+
 namespace {
 // initial-exec: one %fs-relative access instead of a __tls_get_addr call (the library is linked, not dlopen()ed).
-[[gnu::tls_model("initial-exec")]] thread_local Shard* tls_shard = nullptr;
 [[gnu::tls_model("initial-exec")]] thread_local ExecContext* tls_context = nullptr;
 [[gnu::tls_model("initial-exec")]] thread_local std::uint64_t tls_scope_ids = 0;
 
@@ -166,8 +167,6 @@ void cancel_context(ExecContext& ctx) noexcept {
 }
 
 // ---- shard --------------------------------------------------------------------------------------
-
-Shard* Shard::current() noexcept { return tls_shard; }
 
 Shard::Shard(ServerCore& core, unsigned index, int socket_fd, const BackendConfig& config)
     : core_(core), index_(index), backend_(*this, socket_fd, config) {
