@@ -134,6 +134,12 @@ void ServerShard::dispatch(RecvDatagram& d, const SenderName& sender) noexcept {
         close_fds(d.fds, d.fd_count);
         return;
     }
+    // Named senders only: on_received's check compares the name as the kernel wrote it.
+    if (!sender.is_unnamed()) last_sender = c;
+    deliver(c, d);
+}
+
+void ServerShard::deliver(ClientState* c, RecvDatagram& d) noexcept {
     if (SendOp* blocked = c->blocked_send; blocked != nullptr) shard.retry_now(blocked);
     if (SendOp* reply = c->batched_reply; reply != nullptr && reply->queued && reply->attempts == 0 && early_replies) {
         // The session waits for a reply still in this turn's batch: send it now, so that the session
@@ -262,6 +268,7 @@ void ServerShard::maybe_idle(ClientState* c) noexcept {
         c->refs.load(std::memory_order_acquire) > 0 || c->in_idle)
         return;
     if (c->orphaned.load(std::memory_order_relaxed)) {
+        if (c == last_sender) last_sender = nullptr;
         delete c;
         return;
     }
@@ -271,6 +278,7 @@ void ServerShard::maybe_idle(ClientState* c) noexcept {
 }
 
 void ServerShard::destroy_client(ClientState* c) noexcept {
+    if (c == last_sender) last_sender = nullptr;
     idle.remove(c);
     clients.erase(c, c->address_hash);
     delete c;

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
 #include <new>
 
 #include "runtime/mailbox.hpp"
@@ -55,8 +56,16 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
 
 void ServerShard::on_received(RecvDatagram& d) noexcept {
     // A datagram dropped here is counted here; one handed over is counted by its owner (dispatch()).
-    const SenderName sender = SenderName::of(d.name, d.name_length);
     ++received_so_far_;
+    if (ClientState* c = last_sender; c != nullptr && !d.truncated && c->address.length() == d.name_length &&
+                                      std::memcmp(&c->address.raw(), d.name, d.name_length) == 0) {
+        // The same (named) sender as the last datagram, a client of this shard: no hash, no probe.
+        count_received(d);
+        idle.remove(c);
+        deliver(c, d);
+        return;
+    }
+    const SenderName sender = SenderName::of(d.name, d.name_length);
     if (d.truncated) {
         count_received(d);
         ServerStatsCounters::add(stats.dropped_truncated);
@@ -297,6 +306,7 @@ void ServerShard::teardown_clients() noexcept {
             core.log->warn("Dropped {} datagram(s) from {} still queued at shutdown", dropped, c->address.to_string());
         }
         idle.remove(c);
+        if (c == last_sender) last_sender = nullptr;
         if (c->session != nullptr) return;  // stuck session (see serve): leak rather than dangle
         if (c->refs.load(std::memory_order_acquire) > 0) {
             c->orphaned.store(true, std::memory_order_release);  // freed when the last Client copy goes

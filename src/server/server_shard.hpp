@@ -78,6 +78,12 @@ struct ServerShard {
 
     /// Hands `d` to its client (here): to the session waiting for it, a new session, or the queue.
     void dispatch(RecvDatagram& d, const SenderName& sender) noexcept;
+    /// dispatch() once the client is known (found, created or the last sender).
+    void deliver(ClientState* c, RecvDatagram& d) noexcept;
+    /// The client of this shard that sent the last datagram dispatched here, or null: a client's window
+    /// arrives as a run of its datagrams, and a run skips the hash and the table probe. Cleared when that
+    /// client goes.
+    ClientState* last_sender = nullptr;
     /// Counts `d` in datagrams_received / bytes_received (once, by the shard that drops or dispatches it).
     void count_received(const RecvDatagram& d) noexcept;
     ClientState* find_or_create(const SenderName& sender);
