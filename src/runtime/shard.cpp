@@ -46,7 +46,7 @@ void classify_expiry(Waiter& w, Clock::time_point now) noexcept {
     }
     w.status = WaitStatus::scope_expired;
     for (std::size_t i = 0; i < w.ctx->scope_count; ++i) {
-        if (w.ctx->scopes[i].deadline <= now) {
+        if (w.ctx->scopes[i].deadline() <= now) {
             w.expired_scope = w.ctx->scopes[i].id;
             return;
         }
@@ -86,7 +86,7 @@ bool prepare_wait(Waiter& w, const char* what, Clock::time_point own_deadline) {
     }
     Clock::time_point effective = own_deadline;
     for (std::size_t i = 0; i < ctx.scope_count; ++i)
-        if (ctx.scopes[i].deadline < effective) effective = ctx.scopes[i].deadline;
+        if (ctx.scopes[i].deadline() < effective) effective = ctx.scopes[i].deadline();
     if (effective != Clock::time_point::max()) {
         const auto now = Clock::now();
         if (effective <= now) {
