@@ -179,7 +179,7 @@ void EpollBackend::receive_batches() noexcept {
             d.control_truncated = (m.msg_flags & MSG_CTRUNC) != 0;
             d.payload = {static_cast<const std::byte*>(recv_iovs_[i].iov_base),
                          std::min<std::size_t>(d.real_length, buffer_size_)};
-            decode_control(m, d);
+            if (control_) decode_control(m, d);
             shard_.on_datagram(d);
         }
         if (static_cast<std::size_t>(n) < kBatch) return;
