@@ -4,7 +4,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cstring>
 #include <new>
 
 #include "runtime/mailbox.hpp"
@@ -58,7 +57,7 @@ void ServerShard::on_received(RecvDatagram& d) noexcept {
     // A datagram dropped here is counted here; one handed over is counted by its owner (dispatch()).
     ++received_so_far_;
     if (ClientState* c = last_sender; c != nullptr && !d.truncated && c->address.length() == d.name_length &&
-                                      std::memcmp(&c->address.raw(), d.name, d.name_length) == 0) {
+                                      same_bytes(&c->address.raw(), d.name, d.name_length)) {
         // The same (named) sender as the last datagram, a client of this shard: no hash, no probe.
         count_received(d);
         idle.remove(c);

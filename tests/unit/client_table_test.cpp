@@ -98,5 +98,24 @@ void churn(std::size_t distinct_hashes, std::uint32_t seed) {
 TEST(ClientTable, RandomChurnWithRealHashes) { churn(0, 1); }
 TEST(ClientTable, RandomChurnWithCollidingHashes) { churn(5, 2); }  // every hash lands on the last slot
 
+TEST(ClientTable, SameBytesFindsADifferenceAtEveryPositionOfEveryLength) {
+    // Names up to sizeof(sockaddr_un): 8-byte steps, then a tail; unaligned starts on both sides.
+    std::vector<unsigned char> a(130), b(130);
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = b[i] = static_cast<unsigned char>(i * 7 + 3);
+    for (std::size_t offset = 0; offset < 3; ++offset) {
+        for (std::size_t n = 0; n <= 110; ++n) {
+            ASSERT_TRUE(same_bytes(a.data() + offset, b.data() + offset, n)) << "n=" << n;
+            for (std::size_t k = 0; k < n; ++k) {
+                b[offset + k] ^= 0x40;
+                ASSERT_FALSE(same_bytes(a.data() + offset, b.data() + offset, n)) << "n=" << n << " k=" << k;
+                b[offset + k] ^= 0x40;
+            }
+            b[offset + n] ^= 0x40;  // a difference just past the end is not compared
+            ASSERT_TRUE(same_bytes(a.data() + offset, b.data() + offset, n)) << "n=" << n;
+            b[offset + n] ^= 0x40;
+        }
+    }
+}
+
 }  // namespace
 }  // namespace unixgram::detail
