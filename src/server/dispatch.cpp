@@ -394,9 +394,28 @@ void recv_discard_first(SessionPromiseBase& p) noexcept {
     }
 }
 
+namespace {
+void parse_payload(SessionPromiseBase& p, ServerShard* home, void* out, std::span<const std::byte> payload) {
+    try {
+        p.parse(out, home->core.hooks.protocol, payload);
+    } catch (const ParseError&) {
+        ServerStatsCounters::add(home->stats.parse_errors);
+        throw;
+    } catch (...) {
+        std::throw_with_nested(std::runtime_error("protocol.build_packet() crashed"));
+    }
+}
+}  // namespace
+
 void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
     ClientState* c = p.client;
     ServerShard* home = c->home;
+    if (RecvDatagram* d = c->inline_datagram; d != nullptr && claim == nullptr && d->fd_count == 0) {
+        // The common case: the datagram in the receive buffer, nothing to claim or close.
+        c->inline_datagram = nullptr;
+        parse_payload(p, home, out, d->payload);
+        return;
+    }
     std::span<const std::byte> payload;
     int* fds;
     std::uint32_t fd_count;
@@ -443,14 +462,7 @@ void recv_take(SessionPromiseBase& p, Ancillary* claim, void* out) {
     } else {
         home->close_fds(fds, fd_count);  // unclaimed fds are closed (A6)
     }
-    try {
-        p.parse(out, home->core.hooks.protocol, payload);
-    } catch (const ParseError&) {
-        ServerStatsCounters::add(home->stats.parse_errors);
-        throw;
-    } catch (...) {
-        std::throw_with_nested(std::runtime_error("protocol.build_packet() crashed"));
-    }
+    parse_payload(p, home, out, payload);
 }
 
 // ---- clients --------------------------------------------------------------------------------------
