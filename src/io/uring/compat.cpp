@@ -55,24 +55,30 @@ struct ProbeResources {
         if (target >= 0) ::close(target);
         if (sender >= 0) ::close(sender);
     }
+    /// Autobinds `target` (an abstract name chosen by the kernel: no file, nothing to clean up), reads its
+    /// name back and sets up a ring of `ring_entries`; false if any step fails.
+    bool open(unsigned ring_entries) noexcept {
+        if (target < 0 || sender < 0) return false;
+        const sa_family_t family = AF_UNIX;
+        if (::bind(target, reinterpret_cast<const sockaddr*>(&family), sizeof family) != 0) return false;
+        name_length = sizeof name;
+        if (::getsockname(target, reinterpret_cast<sockaddr*>(&name), &name_length) != 0) return false;
+        if (io_uring_queue_init(ring_entries, &ring, 0) != 0) return false;
+        ring_ready = true;
+        return true;
+    }
+    sockaddr_un name{};
+    socklen_t name_length = 0;
 };
 
 bool probe_addressed_send() noexcept {
     ProbeResources p;
-    if (p.target < 0 || p.sender < 0) return false;
-    // Autobind (an abstract name chosen by the kernel): no file, nothing to clean up.
-    const sa_family_t family = AF_UNIX;
-    if (::bind(p.target, reinterpret_cast<const sockaddr*>(&family), sizeof family) != 0) return false;
-    sockaddr_un name{};
-    socklen_t name_length = sizeof name;
-    if (::getsockname(p.target, reinterpret_cast<sockaddr*>(&name), &name_length) != 0) return false;
-    if (io_uring_queue_init(2, &p.ring, 0) != 0) return false;
-    p.ring_ready = true;
+    if (!p.open(2)) return false;
 
     static const char byte = 'p';
     io_uring_sqe* sqe = io_uring_get_sqe(&p.ring);
     io_uring_prep_send(sqe, p.sender, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-    io_uring_prep_send_set_addr(sqe, reinterpret_cast<const sockaddr*>(&name), static_cast<__u16>(name_length));
+    io_uring_prep_send_set_addr(sqe, reinterpret_cast<const sockaddr*>(&p.name), static_cast<__u16>(p.name_length));
     io_uring_cqe* cqe = nullptr;
     if (io_uring_submit_and_wait(&p.ring, 1) != 1 || io_uring_peek_cqe(&p.ring, &cqe) != 0) return false;
     const int res = cqe->res;
@@ -86,14 +92,7 @@ bool probe_addressed_send() noexcept {
 MultishotProbe probe_multishot_recvmsg(unsigned extra_ioprio) noexcept {
     MultishotProbe out;
     ProbeResources p;
-    if (p.target < 0 || p.sender < 0) return out;
-    const sa_family_t family = AF_UNIX;
-    if (::bind(p.target, reinterpret_cast<const sockaddr*>(&family), sizeof family) != 0) return out;
-    sockaddr_un name{};
-    socklen_t name_length = sizeof name;
-    if (::getsockname(p.target, reinterpret_cast<sockaddr*>(&name), &name_length) != 0) return out;
-    if (io_uring_queue_init(4, &p.ring, 0) != 0) return out;
-    p.ring_ready = true;
+    if (!p.open(4)) return out;
 
     // Two small provided buffers; the datagram is queued first, so that a kernel that has multishot
     // recvmsg completes the request at once with it (and stays armed), and one that has not refuses it.
@@ -109,8 +108,8 @@ MultishotProbe probe_multishot_recvmsg(unsigned extra_ioprio) noexcept {
     io_uring_buf_ring_advance(br, kEntries);
 
     static const char byte = 'p';
-    if (::sendto(p.sender, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&name),
-                 name_length) != 1) {
+    if (::sendto(p.sender, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&p.name),
+                 p.name_length) != 1) {
         free_buf_ring(&p.ring, br, kEntries, kProbeGroup);
         return out;
     }
