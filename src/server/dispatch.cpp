@@ -139,6 +139,18 @@ void ServerShard::dispatch(RecvDatagram& d, const SenderName& sender) noexcept {
     deliver(c, d);
 }
 
+bool ServerShard::deliver_to_last_sender(RecvDatagram& d) noexcept {
+    // A truncated datagram is dropped by on_received's checks, never delivered: it takes the long way.
+    ClientState* c = last_sender;
+    if (c == nullptr || d.truncated || c->address.length() != d.name_length ||
+        !same_bytes(&c->address.raw(), d.name, d.name_length))
+        return false;
+    count_received(d);
+    idle.remove(c);
+    deliver(c, d);
+    return true;
+}
+
 void ServerShard::deliver(ClientState* c, RecvDatagram& d) noexcept {
     if (SendOp* blocked = c->blocked_send; blocked != nullptr) shard.retry_now(blocked);
     if (SendOp* reply = c->batched_reply; reply != nullptr && reply->queued && reply->attempts == 0 && early_replies) {

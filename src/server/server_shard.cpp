@@ -56,14 +56,7 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
 void ServerShard::on_received(RecvDatagram& d) noexcept {
     // A datagram dropped here is counted here; one handed over is counted by its owner (dispatch()).
     ++received_so_far_;
-    if (ClientState* c = last_sender; c != nullptr && !d.truncated && c->address.length() == d.name_length &&
-                                      same_bytes(&c->address.raw(), d.name, d.name_length)) {
-        // The same (named) sender as the last datagram, a client of this shard: no hash, no probe.
-        count_received(d);
-        idle.remove(c);
-        deliver(c, d);
-        return;
-    }
+    if (deliver_to_last_sender(d)) return;
     const SenderName sender = SenderName::of(d.name, d.name_length);
     if (d.truncated) {
         count_received(d);
@@ -234,7 +227,7 @@ bool ServerShard::drain_inbox(bool force) noexcept {
     while (budget > 0 && (force || !receive_paused) && !inbox->empty()) {
         const std::size_t n = inbox->drain(
             [this](RecvDatagram& d) {
-                dispatch(d, SenderName::of(d.name, d.name_length));
+                if (!deliver_to_last_sender(d)) dispatch(d, SenderName::of(d.name, d.name_length));
             },
             std::min(budget, kInboxStep));
         budget -= std::min(budget, n);

@@ -84,6 +84,9 @@ struct ServerShard {
     /// arrives as a run of its datagrams, and a run skips the hash and the table probe. Cleared when that
     /// client goes.
     ClientState* last_sender = nullptr;
+    /// Counts and delivers `d` if it comes from last_sender (shard 0 reading the socket, a worker draining
+    /// its mailbox); false: the caller looks its sender up.
+    bool deliver_to_last_sender(RecvDatagram& d) noexcept;
     /// Counts `d` in datagrams_received / bytes_received (once, by the shard that drops or dispatches it).
     void count_received(const RecvDatagram& d) noexcept;
     ClientState* find_or_create(const SenderName& sender);
