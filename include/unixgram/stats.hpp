@@ -40,6 +40,7 @@ struct ServerStats {
     std::uint64_t enobufs = 0;             ///< io_uring: provided-buffer ring ran dry (re-armed)
     std::uint64_t cq_overflows = 0;        ///< io_uring: completion queue overflowed (recovered)
     std::uint64_t receive_pauses = 0;      ///< reading paused at max_total_queued_bytes
+    std::uint64_t receive_errors = 0;      ///< reads of the socket that failed (not "nothing to read"; logged, then read again)
     std::uint64_t replies_sent_early = 0;  ///< sent at once, ahead of the loop turn's batch, because the client's next datagram waited (ServerOptions::early_replies)
 
     std::uint64_t dropped_total() const noexcept {

@@ -425,4 +425,9 @@ void Shard::on_datagram(RecvDatagram& d) noexcept {
     for (std::uint32_t i = 0; i < d.fd_count; ++i) ::close(d.fds[i]);  // no run to hand it to (teardown)
 }
 
+void Shard::on_receive_error(int error) noexcept {
+    ServerStatsCounters::add(core_.stats[index_].receive_errors);
+    if (server_ != nullptr) server_->log_receive_error(error);
+}
+
 }  // namespace unixgram::detail

@@ -77,6 +77,9 @@ public:
     // Called by the backend.
     void on_datagram(RecvDatagram& d) noexcept;
     void on_send_complete(SendOp* op, int result) noexcept;
+    /// A read of the socket failed with `error` (an errno other than EAGAIN, EINTR or, on io_uring, ENOBUFS):
+    /// counted in receive_errors and logged (rate-limited); the backend reads again at its next turn.
+    void on_receive_error(int error) noexcept;
 
     ServerCore& core() noexcept { return core_; }
     unsigned index() const noexcept { return index_; }

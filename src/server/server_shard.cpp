@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <new>
+#include <system_error>
 
 #include "runtime/mailbox.hpp"
 #include "runtime/root_task.hpp"
@@ -51,6 +52,14 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
     ServerStatsCounters::add(stats.datagrams_received);
     ServerStatsCounters::add(stats.bytes_received, d.real_length);
     if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
+}
+
+void ServerShard::log_receive_error(int error) noexcept {
+    try {
+        receive_error_log.log(*core.log, spdlog::level::err, "Reading the socket failed: {} (errno {}); reading again",
+                              std::generic_category().message(error), error);
+    } catch (...) {  // formatting ran out of memory: the counter (receive_errors) has it
+    }
 }
 
 void ServerShard::on_received(RecvDatagram& d) noexcept {

@@ -44,7 +44,9 @@ struct ServerShard {
     bool tearing_down = false;
     const bool early_replies;  ///< ServerOptions::early_replies
     TaskGroupState* background = nullptr;
-    RateLimitedLog unnamed_log, truncated_log, queue_full_log;
+    RateLimitedLog unnamed_log, truncated_log, queue_full_log, receive_error_log;
+    /// Shard::on_receive_error's log line (rate-limited).
+    void log_receive_error(int error) noexcept;
 
     // ---- receiving (shard 0) ----
     /// A datagram from the socket: counted, checked, then dispatched here or handed over.

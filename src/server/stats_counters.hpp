@@ -12,7 +12,8 @@
     X(datagrams_received) X(bytes_received) X(datagrams_sent) X(bytes_sent) X(sessions_started) X(parse_errors)    \
     X(handler_errors) X(dropped_unnamed) X(dropped_truncated) X(dropped_queue_full) X(dropped_unconsumed)          \
     X(dropped_at_shutdown) X(send_retries) X(send_errors) X(send_timeouts) X(sends_abandoned) X(fds_closed)        \
-    X(control_truncated) X(enobufs) X(cq_overflows) X(receive_pauses) X(replies_sent_early)
+    X(control_truncated) X(enobufs) X(cq_overflows) X(receive_pauses) X(receive_errors)    \
+    X(replies_sent_early)
 
 namespace unixgram::detail {
 

@@ -360,6 +360,10 @@ TEST(QueueingContract, TotalCapBelowTheClientCap_PushesBackOnTheSenderInsteadOfD
     EXPECT_EQ(send_error, "") << "the sender must get through once the sessions run";
     EXPECT_EQ(srv.server().stats().dropped_total(), 0u);
     EXPECT_TRUE(wait_until([&] { return srv.server().stats().datagrams_sent == kCount; }));
+    // Pausing stops the socket's receive (on io_uring, by cancelling it) and resuming restarts it: neither
+    // is a failed read.
+    EXPECT_GT(srv.server().stats().receive_pauses, 0u);
+    EXPECT_EQ(srv.server().stats().receive_errors, 0u) << "a pause or a resume was counted as a failed read";
 }
 
 // ---- H12: a session that ends with datagrams queued is followed by a new one -----------------------

@@ -166,6 +166,7 @@ void EpollBackend::receive_batches() noexcept {
         const int n = static_cast<int>(::syscall(SYS_recvmmsg, socket_fd_, recv_msgs_, kBatch,
                                                  MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC, nullptr));
         socket_hot_ = n > 0;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) shard_.on_receive_error(errno);
         if (n <= 0) return;
         recv_filled_ = static_cast<std::size_t>(n);
         // Everything read is dispatched, even if a datagram pauses receiving (queue cap reached).

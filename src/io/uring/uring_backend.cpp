@@ -301,7 +301,12 @@ void UringBackend::handle_recv(const io_uring_cqe* cqe) noexcept {
     const bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
     if (!more) recv_state_ = RecvState::idle;  // re-armed at the end of poll() if still wanted
     if (cqe->res < 0) {
-        if (cqe->res == -ENOBUFS) ServerStatsCounters::add(stats_->enobufs);
+        // ENOBUFS: the buffer ring ran dry (counted; re-armed once buffers are back). ECANCELED: stopped by us.
+        if (cqe->res == -ENOBUFS) {
+            ServerStatsCounters::add(stats_->enobufs);
+        } else if (cqe->res != -ECANCELED && cqe->res != -EINTR) {
+            shard_.on_receive_error(-cqe->res);
+        }
         return;
     }
     if (!(cqe->flags & IORING_CQE_F_BUFFER)) return;
