@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -217,6 +218,65 @@ TEST(QueueingContract, H3_AnotherClientIsAnsweredWhileOneIsBusy) {
     handler.release = true;
     EXPECT_EQ(a.recv(), "released");
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::warn), 0u) << srv.log().dump();
+}
+
+// ---- The loop: what one busy turn reads is answered before the loop sleeps ---------------------------
+
+/// "block..." stops the whole loop thread (a handler that blocks, which a handler should not do) until the
+/// test lets it go; every request is answered "re:" + request. At most 10 s per block, so that a failing
+/// test ends.
+class LoopBlockingHandler : public DatagramRequestHandler<std::string, std::string> {
+public:
+    std::atomic<int> blocked{0};  ///< "block" requests entered so far
+    void let_go() {
+        {
+            std::lock_guard lock(mutex_);
+            ++released_;
+        }
+        cv_.notify_all();
+    }
+    Session<std::string> handle(Client<std::string>& client) override {
+        std::string request = co_yield recv();
+        if (request.rfind("block", 0) == 0) {
+            const int mine = ++blocked;
+            std::unique_lock lock(mutex_);
+            cv_.wait_for(lock, 10s, [&] { return released_ >= mine; });
+        }
+        co_await client.send_packet("re:" + request);
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    int released_ = 0;
+};
+
+// A turn that reads several datagrams makes the epoll loop read the socket directly at its next turn. A
+// datagram read there alone started a session whose reply the loop once left unsent while it went to
+// sleep, until another datagram woke it.
+TEST(QueueingContract, ADatagramReadRightAfterABusyTurnIsAnsweredWithoutAnotherToWakeTheLoop) {
+    LoopBlockingHandler handler;
+    Text srv(handler);
+    auto a = srv.client();
+    auto b = srv.client();
+    auto c = srv.client();
+    auto d = srv.client();
+
+    a.send(srv.address(), "block 1");
+    ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 1; })) << "the first block never ran";
+    // The loop is stopped: these two wait in the socket's queue and are read together.
+    b.send(srv.address(), "two at once");
+    c.send(srv.address(), "block 2");
+    handler.let_go();
+    EXPECT_EQ(a.recv(), "re:block 1");
+    ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 2; })) << "the second block never ran";
+    // Queued while the loop is stopped in the turn that read two datagrams: read alone at the next turn.
+    d.send(srv.address(), "alone");
+    handler.let_go();
+    EXPECT_EQ(b.recv(), "re:two at once");
+    EXPECT_EQ(c.recv(), "re:block 2");
+    EXPECT_EQ(d.recv(), "re:alone") << "the reply to the datagram read alone was not sent";
+    EXPECT_EQ(srv.server().stats().dropped_total(), 0u);
 }
 
 // ---- H4: FIFO queueing ---------------------------------------------------------------------------

@@ -157,7 +157,8 @@ void EpollBackend::reset_recv_headers() noexcept {
     recv_filled_ = 0;
 }
 
-void EpollBackend::receive_batches() noexcept {
+std::size_t EpollBackend::receive_batches() noexcept {
+    std::size_t read = 0;
     // A few batches per turn, then let sends and sessions run (fairness between directions).
     for (int round = 0; round < 4 && receiving_; ++round) {
         reset_recv_headers();
@@ -165,10 +166,14 @@ void EpollBackend::receive_batches() noexcept {
         // instructions a call (callgrind), two calls per datagram in ping-pong.
         const int n = static_cast<int>(::syscall(SYS_recvmmsg, socket_fd_, recv_msgs_, kBatch,
                                                  MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC, nullptr));
-        socket_hot_ = n > 0;
+        // Hot (read it directly next turn) only after more than one datagram: a lone datagram is what a
+        // ping-pong client sends, and it sends nothing more until its reply, so reading again would only
+        // return EAGAIN: one system call in four per exchange.
+        socket_hot_ = n > 1;
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) shard_.on_receive_error(errno);
-        if (n <= 0) return;
+        if (n <= 0) return read;
         recv_filled_ = static_cast<std::size_t>(n);
+        read += static_cast<std::size_t>(n);
         // Everything read is dispatched, even if a datagram pauses receiving (queue cap reached).
         for (int i = 0; i < n; ++i) {
             const msghdr& m = recv_msgs_[i].msg_hdr;
@@ -183,8 +188,9 @@ void EpollBackend::receive_batches() noexcept {
             if (control_) decode_control(m, d);
             shard_.on_datagram(d);
         }
-        if (static_cast<std::size_t>(n) < kBatch) return;
+        if (static_cast<std::size_t>(n) < kBatch) return read;
     }
+    return read;
 }
 
 void EpollBackend::poll(bool block, Clock::time_point deadline) noexcept {
@@ -193,8 +199,9 @@ void EpollBackend::poll(bool block, Clock::time_point deadline) noexcept {
     // epoll only once it is empty (or every kMaxPollSkips turns, so that eventfd wake-ups are seen).
     if (receiving_ && socket_hot_ && poll_skips_ < kMaxPollSkips) {
         ++poll_skips_;
-        receive_batches();
-        if (socket_hot_) {
+        // Whatever it read was dispatched and may have queued replies: send them and let the sessions
+        // run before any sleep.
+        if (receive_batches() > 0) {
             flush_sends();
             return;
         }

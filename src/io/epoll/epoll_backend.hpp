@@ -55,7 +55,8 @@ private:
     /// on the eventfd can wait while the socket keeps delivering).
     static constexpr unsigned kMaxPollSkips = 16;
     void flush_sends() noexcept;
-    void receive_batches() noexcept;
+    /// Reads and dispatches up to a few batches; returns how many datagrams it read.
+    std::size_t receive_batches() noexcept;
     /// Readies the receive headers that the last recvmmsg filled (lengths and flags) for the next one.
     void reset_recv_headers() noexcept;
     void set_interest(bool readable) noexcept;
@@ -69,7 +70,7 @@ private:
     int wake_fd_ = -1;
     bool receiving_ = false;
     bool socket_registered_ = false;  ///< in this epoll set: the receiving shard's only
-    bool socket_hot_ = false;  ///< the last recvmmsg returned datagrams: try reading before polling
+    bool socket_hot_ = false;  ///< the last recvmmsg returned more than one datagram: read before polling
     unsigned poll_skips_ = 0;
     bool control_ = false;
     bool have_pwait2_ = true;
