@@ -253,53 +253,47 @@ private:
     int released_ = 0;
 };
 
-// A turn that reads several datagrams makes the epoll loop read the socket directly at its next turn. A
-// datagram read there alone started a session whose reply the loop once left unsent while it went to
-// sleep, until another datagram woke it.
-TEST(QueueingContract, ADatagramReadRightAfterABusyTurnIsAnsweredWithoutAnotherToWakeTheLoop) {
-    LoopBlockingHandler handler;
-    Text srv(handler);
-    auto a = srv.client();
-    auto b = srv.client();
-    auto c = srv.client();
-    auto d = srv.client();
+/// A server whose loop is stopped in a turn that read two datagrams at once ("two at once" from b, "block 2"
+/// from c): the epoll loop then reads the socket directly at its next turn, without asking epoll. What a
+/// test sends before go_on() is read there.
+class QueueingContractBusyTurn : public ::testing::Test {
+protected:
+    void SetUp() override {
+        a.send(srv.address(), "block 1");
+        ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 1; })) << "the first block never ran";
+        // The loop is stopped: these two wait in the socket's queue and are read together.
+        b.send(srv.address(), "two at once");
+        c.send(srv.address(), "block 2");
+        handler.let_go();
+        ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 2; })) << "the second block never ran";
+    }
+    /// Lets the loop go on; the first block and the turn's two datagrams are answered. (With shards, "block 2"
+    /// may stop the thread that owes a's reply before it has sent it.)
+    void go_on() {
+        handler.let_go();
+        EXPECT_EQ(a.recv(), "re:block 1");
+        EXPECT_EQ(b.recv(), "re:two at once");
+        EXPECT_EQ(c.recv(), "re:block 2");
+    }
 
-    a.send(srv.address(), "block 1");
-    ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 1; })) << "the first block never ran";
-    // The loop is stopped: these two wait in the socket's queue and are read together.
-    b.send(srv.address(), "two at once");
-    c.send(srv.address(), "block 2");
-    handler.let_go();
-    EXPECT_EQ(a.recv(), "re:block 1");
-    ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 2; })) << "the second block never ran";
-    // Queued while the loop is stopped in the turn that read two datagrams: read alone at the next turn.
+    LoopBlockingHandler handler;
+    Text srv{handler};
+    RawClient a = srv.client(), b = srv.client(), c = srv.client(), d = srv.client();
+};
+
+// A datagram read alone there started a session whose reply the loop once left unsent while it went to
+// sleep, until another datagram woke it.
+TEST_F(QueueingContractBusyTurn, ADatagramReadAloneAtTheNextTurnIsAnsweredWithoutAnotherToWakeTheLoop) {
     d.send(srv.address(), "alone");
-    handler.let_go();
-    EXPECT_EQ(b.recv(), "re:two at once");
-    EXPECT_EQ(c.recv(), "re:block 2");
+    go_on();
     EXPECT_EQ(d.recv(), "re:alone") << "the reply to the datagram read alone was not sent";
     EXPECT_EQ(srv.server().stats().dropped_total(), 0u);
 }
 
-// A whole batch read directly (64 datagrams, then an empty socket: possible where net.unix.max_dgram_qlen is
-// 64 or more, as tools/test's second run sets it) once made the epoll loop sleep with the batch's replies
-// unsent. Where the queue holds fewer, as many as it holds are sent, and all must be answered.
-TEST(QueueingContract, AWholeBatchReadRightAfterABusyTurnIsAnsweredWithoutAnotherToWakeTheLoop) {
-    LoopBlockingHandler handler;
-    Text srv(handler);
-    auto a = srv.client();
-    auto b = srv.client();
-    auto c = srv.client();
-    auto d = srv.client();
-
-    a.send(srv.address(), "block 1");
-    ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 1; })) << "the first block never ran";
-    b.send(srv.address(), "two at once");
-    c.send(srv.address(), "block 2");
-    handler.let_go();
-    EXPECT_EQ(a.recv(), "re:block 1");
-    ASSERT_TRUE(wait_until([&] { return handler.blocked.load() == 2; })) << "the second block never ran";
-    // The loop is stopped: up to 64 datagrams (as many as the server's queue takes) for the next turn.
+// A whole batch read there (64 datagrams, then an empty socket: possible where net.unix.max_dgram_qlen is 64
+// or more, as in tools/test's second run) once made the epoll loop sleep with the batch's replies unsent.
+// Where the queue holds fewer, as many as it takes are sent, and all must be answered.
+TEST_F(QueueingContractBusyTurn, AWholeBatchReadAtTheNextTurnIsAnsweredWithoutAnotherToWakeTheLoop) {
     int queued = 0;
     for (; queued < 64; ++queued) {
         const std::string body = "n" + std::to_string(queued);
@@ -309,9 +303,7 @@ TEST(QueueingContract, AWholeBatchReadRightAfterABusyTurnIsAnsweredWithoutAnothe
         }
     }
     ASSERT_GT(queued, 0);
-    handler.let_go();
-    EXPECT_EQ(b.recv(), "re:two at once");
-    EXPECT_EQ(c.recv(), "re:block 2");
+    go_on();
     for (int i = 0; i < queued; ++i) {
         ASSERT_EQ(d.recv(), "re:n" + std::to_string(i)) << "reply " << i << " of " << queued;
     }
