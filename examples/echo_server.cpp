@@ -136,9 +136,10 @@ int main(int argc, char** argv) {
         server.close();
         const unixgram::ServerStats st = server.stats();
         log->info("served: {} datagrams received, {} replies sent, {} send retries (full client queues), {} send errors, "
-                  "{} dropped, {} receive pauses, {} replies sent early",
+                  "{} dropped, {} receive pauses, {} replies sent early, {} receive-buffer shortages (io_uring "
+                  "ENOBUFS), {} failed reads",
                   st.datagrams_received, st.datagrams_sent, st.send_retries, st.send_errors, st.dropped_total(),
-                  st.receive_pauses, st.replies_sent_early);
+                  st.receive_pauses, st.replies_sent_early, st.enobufs, st.receive_errors);
     } catch (const std::exception& e) {
         die(e.what());
     }

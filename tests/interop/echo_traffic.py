@@ -86,10 +86,12 @@ class LoadOrderTest(EchoCase):
         status, _ = server.signal_and_wait(signal.SIGTERM, STOP_BOUND)
         self.assertEqual(status, 0, f"exit status; stderr {server.stderr_text()[-2000:]!r}")
         served = re.search(r"served: (\d+) datagrams received, (\d+) replies sent, \d+ send retries .*?, "
-                           r"\d+ send errors, (\d+) dropped, (\d+) receive pauses, (\d+) replies sent early",
+                           r"\d+ send errors, (\d+) dropped, (\d+) receive pauses, (\d+) replies sent early, "
+                           r"\d+ receive-buffer shortages \(io_uring ENOBUFS\), (\d+) failed reads",
                            server.stderr_text())
         self.assertIsNotNone(served, f"no 'served:' line at exit: {server.stderr_text()[-2000:]!r}")
-        received, sent, dropped, pauses, early = (int(v) for v in served.groups())
+        received, sent, dropped, pauses, early, failed_reads = (int(v) for v in served.groups())
+        self.assertEqual(failed_reads, 0, "pausing and resuming the receive is not a failed read")
         self.assertEqual(early, 0, "--batch-all-replies: no reply may leave ahead of its turn's batch")
         self.assertEqual(dropped, 0, "datagrams were dropped under the cap")
         self.assertEqual(received, sent, "every datagram received must have been answered")
