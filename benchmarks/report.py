@@ -15,6 +15,7 @@ Medians, never means: one run disturbed by another process must not move the res
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -98,6 +99,59 @@ def aggregate(runs):
             row[3] = {m: (row[2][m] / base[m] if base and base[m] and row[2][m] is not None else None) for m in METRICS}
         out.append((case_id, case["label"], [tuple(r) for r in rows]))
     return out
+
+
+def paired_ratios(runs, case_id, server_id, ref_id, metric):
+    """Per round, the server's metric over the reference server's in the same case and round. The servers of a
+    round run back to back, so a drift of the machine's speed between rounds (a noisy neighbour on a VM) cancels
+    out of these ratios, which it does not out of a ratio of medians taken over different rounds."""
+    read = METRICS[metric][0]
+    results = {(r["case"], r["server"], r["round"]): r["result"] for r in runs if run_ok(r)}
+    ratios = []
+    for (case, server, rnd), result in sorted(results.items(), key=lambda kv: kv[0][2]):
+        if case != case_id or server != server_id:
+            continue
+        ref = results.get((case_id, ref_id, rnd))
+        if ref is None:
+            continue
+        a, b = read(result), read(ref)
+        if a is not None and b:
+            ratios.append(a / b)
+    return ratios
+
+
+def median_interval(values, confidence=0.95):
+    """A distribution-free interval for the median (order statistics): (low, high, coverage), or None when there
+    are too few values for `confidence` (fewer than 6 for 95 %)."""
+    n = len(values)
+    xs = sorted(values)
+    k, below = 0, 0.0  # P(Binomial(n, 1/2) <= k - 1)
+    while True:
+        nxt = below + math.comb(n, k) / 2**n
+        if 2 * nxt > 1 - confidence:
+            break
+        below, k = nxt, k + 1
+    if k == 0:
+        return None
+    return xs[k - 1], xs[n - k], 1 - 2 * below
+
+
+def paired_note(runs, case_id, server_id, ref_id, metric, limit, kind):
+    """The target's paired estimate: the median of the per-round ratios, its interval, and what it says."""
+    ratios = paired_ratios(runs, case_id, server_id, ref_id, metric)
+    if not ratios:
+        return ""
+    mid = statistics.median(ratios)
+    interval = median_interval(ratios)
+    if interval is None:
+        return f"; paired by round: {mid:.2f}× ({len(ratios)} rounds, too few for an interval)"
+    low, high, coverage = interval
+    if kind == "max":
+        says = "met" if high <= limit else "missed" if low > limit else "undecided"
+    else:
+        says = "met" if low >= limit else "missed" if high < limit else "undecided"
+    return (f"; paired by round: {mid:.2f}×, {coverage * 100:.0f} % interval {low:.2f}–{high:.2f}× over "
+            f"{len(ratios)} rounds: {says}")
 
 
 def fmt_number(value, digits=0):
@@ -218,20 +272,30 @@ def markdown(cases, facts, config, runs):
     targets = [t for t in TARGETS if t[0] in present]
     if targets:
         lines.append("")
-        lines.append("Targets (issue 3), ratios of medians:")
+        lines.append(
+            "Targets (issue 3), ratios of medians; then, where the reference ran in the same rounds, the median of "
+            "the per-round ratios (each server against the reference's run in the same round: a round's servers run back "
+            "to back, so the machine's drift between rounds cancels out) with a "
+            "distribution-free interval for it: met or missed when the whole interval is on one side of the "
+            "limit, undecided when it straddles it:"
+        )
         lines.append("")
     for case_id, server_id, metric, limit, kind, reference in targets:
         row = by_key.get((case_id, server_id))
         ratio = None
+        paired = ""
         if reference == "baseline":
             ratio = row[3][metric] if row else None
             against = "the baseline"
+            paired = paired_note(runs, case_id, server_id, BASELINE, metric, limit, kind)
         else:
             what, ref_id = reference.split(":", 1)
             ref = by_key.get((case_id, ref_id) if what == "server" else (ref_id, server_id))
             against = f"{ref_id}" if what == "server" else f"the same server at {ref_id}"
             if row and ref and row[2].get(metric) and ref[2].get(metric):
                 ratio = row[2][metric] / ref[2][metric]
+            if what == "server":
+                paired = paired_note(runs, case_id, server_id, ref_id, metric, limit, kind)
         if ratio is None:
             verdict = "not measured"
         else:
@@ -242,7 +306,7 @@ def markdown(cases, facts, config, runs):
         share = busy(row[2]) if metric == "datagrams_per_s" and row is not None else None
         if share is not None and share < 0.9:
             note = f" (the server was {share * 100:.0f} % busy: the load generator, not the server, set this rate)"
-        lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× {against}: {verdict}{note}")
+        lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× {against}: {verdict}{paired}{note}")
     failed = [r for r in runs if not run_ok(r)]
     if failed:
         lines.append("")

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# benchmarks/report.py's paired estimates: per-round ratios and the distribution-free interval of their median.
+# Pure functions on made-up runs (below the socket: no server, no benchmark run).
+import importlib.util
+import sys
+import unittest
+from pathlib import Path
+
+REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "report.py"
+spec = importlib.util.spec_from_file_location("report", REPORT)
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+
+def run(case, server, rnd, cpu, ok=True):
+    """A run as benchmarks/run writes it, with only what the report reads."""
+    result = {
+        "ok": ok,
+        "datagrams_per_s": 1000.0,
+        "server_cpu_ns_per_datagram": cpu,
+        "latency_us": {"p50": 10.0, "p99": 20.0, "p999": 30.0},
+    }
+    return {"case": case, "server": server, "round": rnd, "bench_exit": 0, "server_exit": 0, "result": result}
+
+
+class MedianInterval(unittest.TestCase):
+    def test_fifteen_values_give_the_4th_and_12th_order_statistics(self):
+        values = [float(v) for v in range(15, 0, -1)]  # unsorted on purpose
+        low, high, coverage = report.median_interval(values)
+        self.assertEqual((low, high), (4.0, 12.0))
+        self.assertAlmostEqual(coverage, 1 - 2 * (1 + 15 + 105 + 455) / 2**15)
+        self.assertGreaterEqual(coverage, 0.95)
+
+    def test_five_values_are_too_few_for_95_percent(self):
+        self.assertIsNone(report.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]))
+
+    def test_six_values_give_the_extremes(self):
+        low, high, coverage = report.median_interval([6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
+        self.assertEqual((low, high), (1.0, 6.0))
+        self.assertAlmostEqual(coverage, 1 - 2 / 64)
+
+
+class PairedRatios(unittest.TestCase):
+    def test_each_round_is_compared_with_the_same_round_only(self):
+        # The machine is twice as fast in round 2: the medians' ratio would mix the rounds, the pairs do not.
+        runs = [
+            run("c", "baseline", 1, 100.0), run("c", "io_uring", 1, 110.0),
+            run("c", "baseline", 2, 50.0), run("c", "io_uring", 2, 55.0),
+            run("other", "baseline", 1, 1.0),
+        ]
+        ratios = report.paired_ratios(runs, "c", "io_uring", "baseline", "cpu_ns_per_datagram")
+        self.assertEqual([round(r, 6) for r in ratios], [1.1, 1.1])
+
+    def test_failed_runs_and_rounds_without_a_reference_are_left_out(self):
+        runs = [
+            run("c", "baseline", 1, 100.0), run("c", "io_uring", 1, 120.0),
+            run("c", "baseline", 2, 100.0, ok=False), run("c", "io_uring", 2, 999.0),
+            run("c", "io_uring", 3, 999.0),
+        ]
+        self.assertEqual(report.paired_ratios(runs, "c", "io_uring", "baseline", "cpu_ns_per_datagram"), [1.2])
+
+
+class PairedNote(unittest.TestCase):
+    def runs_with(self, ratios):
+        runs = []
+        for rnd, ratio in enumerate(ratios, 1):
+            runs += [run("c", "baseline", rnd, 1000.0), run("c", "io_uring", rnd, 1000.0 * ratio)]
+        return runs
+
+    def note(self, ratios, limit=1.00, kind="max"):
+        return report.paired_note(self.runs_with(ratios), "c", "io_uring", "baseline", "cpu_ns_per_datagram",
+                                  limit, kind)
+
+    def test_an_interval_below_a_maximum_is_met(self):
+        self.assertTrue(self.note([0.90 + 0.001 * i for i in range(15)]).endswith(": met"))
+
+    def test_an_interval_above_a_maximum_is_missed(self):
+        self.assertTrue(self.note([1.05 + 0.001 * i for i in range(15)]).endswith(": missed"))
+
+    def test_an_interval_across_the_limit_is_undecided(self):
+        text = self.note([0.95 + 0.01 * i for i in range(15)])  # 4th 0.98, 12th 1.06
+        self.assertIn("interval 0.98–1.06×", text)
+        self.assertTrue(text.endswith(": undecided"))
+
+    def test_a_minimum_reads_the_other_way(self):
+        self.assertTrue(self.note([1.05 + 0.001 * i for i in range(15)], kind="min").endswith(": met"))
+
+    def test_few_rounds_give_the_median_without_a_verdict(self):
+        text = self.note([1.1, 1.2, 1.3])
+        self.assertIn("1.20×", text)
+        self.assertIn("too few for an interval", text)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0]] + sys.argv[1:], verbosity=2)
