@@ -193,6 +193,7 @@ class EchoProcess:
             chunk = os.read(fd, 4096)
             if not chunk:
                 self.proc.wait(timeout=IO_TIMEOUT)
+                self._drain_to_end()
                 raise AssertionError(f"{self.args!r} exited with status {self.proc.returncode} before its "
                                      f"ready line; stdout {bytes(line)!r}; stderr: {self.stderr_text()!r}")
             line.extend(chunk)
@@ -216,8 +217,19 @@ class EchoProcess:
         try:
             self.proc.wait(timeout=bound + 4.0)
         except subprocess.TimeoutExpired:
-            pass
-        return self.proc.returncode, time.monotonic() - start
+            return None, time.monotonic() - start
+        seconds = time.monotonic() - start
+        self._drain_to_end()
+        return self.proc.returncode, seconds
+
+    def _drain_to_end(self):
+        """After exit: waits (bounded) until the readers have taken the pipes' last bytes, so that what the
+        process wrote just before it ended (its exit line) is in stderr_text(). Exit is not enough: the
+        reader threads may not have run since."""
+        for reader in self._readers:
+            reader.join(timeout=IO_TIMEOUT)
+            if reader.is_alive():
+                raise AssertionError(f"{self.args!r} exited but its output pipe stayed open for {IO_TIMEOUT:.0f} s")
 
     def close(self):
         """Stops the process whatever its state (terminate, then kill after a bound) and reaps it."""
