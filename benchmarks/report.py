@@ -30,6 +30,8 @@ METRICS = {  # key -> (how to read it from a bench result, higher is better)
     "p50_us": (lambda r: r["latency_us"]["p50"], False),
     "p99_us": (lambda r: r["latency_us"]["p99"], False),
     "p999_us": (lambda r: r["latency_us"]["p999"], False),
+    # The load generator's own CPU share (unixgram-bench's load_busy; absent from older runs).
+    "load_busy": (lambda r: r.get("load_busy"), False),
 }
 
 # Issue 3's targets (stricter than DESIGN.md §8 for ping-pong), as (case, server, metric, limit on the ratio,
@@ -233,8 +235,8 @@ def markdown(cases, facts, config, runs):
         threads = config.get("load_threads", "1")
         placement = (
             f"server pinned to CPU {config.get('server_cpu', '?')}, unixgram-bench ("
-            f"{'one thread' if threads == '1' else threads + ' threads'}, unconnected autobound clients, every reply "
-            f"verified) to CPU {config.get('load_cpu', '?')}"
+            f"{'one thread' if threads == '1' else threads + ' threads'}, unconnected autobound clients unless the "
+            f"case says connected, every reply verified) to CPU {config.get('load_cpu', '?')}"
         )
         busy_note = ""
     lines.append(
@@ -242,24 +244,27 @@ def markdown(cases, facts, config, runs):
         f"{placement}; {config.get('warmup_s', '?')} s warmup, "
         f"{config.get('duration_s', '?')} s measured. Values are medians over the rounds, (×) the ratio to the "
         f"baseline of the same case in this run. Server CPU is utime+stime of all its threads from /proc/PID/stat "
-        f"(10 ms ticks) over the measured interval, per echoed datagram; ± is half the range over the rounds."
+        f"(10 ms ticks) over the measured interval, per echoed datagram; ± is half the range over the rounds. "
+        f"Load busy is unixgram-bench's own CPU time over the same interval, as a share of its threads' CPUs: "
+        f"near 100 %, the load generator rather than the server may have set the rate."
         f"{busy_note}{quick}"
     )
     lines.append("")
-    lines.append("| case | server | datagrams/s | server CPU ns/datagram | ± | server busy | p50 µs | p99 µs | runs ok |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("| case | server | datagrams/s | server CPU ns/datagram | ± | server busy | load busy | p50 µs | p99 µs | runs ok |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case_id, case_label, rows in cases:
         for i, (server_id, label, med, ratio, samples, ok_runs, all_runs) in enumerate(rows):
             s = spread(samples["cpu_ns_per_datagram"])
             b = busy(med)
             lines.append(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |".format(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |".format(
                     case_label if i == 0 else "",
                     label,
                     fmt_cell(med["datagrams_per_s"], ratio["datagrams_per_s"], 0, server_id),
                     fmt_cell(med["cpu_ns_per_datagram"], ratio["cpu_ns_per_datagram"], 0, server_id),
                     f"{s * 100:.0f} %" if s is not None else "–",
                     f"{b * 100:.0f} %" if b is not None else "–",
+                    f"{med['load_busy'] * 100:.0f} %" if med.get("load_busy") is not None else "–",
                     fmt_cell(med["p50_us"], ratio["p50_us"], 1, server_id),
                     fmt_cell(med["p99_us"], ratio["p99_us"], 1, server_id),
                     ok_runs,
@@ -304,8 +309,11 @@ def markdown(cases, facts, config, runs):
         sign = "≤" if kind == "max" else "≥"
         note = ""
         share = busy(row[2]) if metric == "datagrams_per_s" and row is not None else None
+        load = row[2].get("load_busy") if metric == "datagrams_per_s" and row is not None else None
         if share is not None and share < 0.9:
             note = f" (the server was {share * 100:.0f} % busy: the load generator, not the server, set this rate)"
+            if load is not None:
+                note = note[:-1] + f"; it was {load * 100:.0f} % busy)"
         lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× {against}: {verdict}{paired}{note}")
     failed = [r for r in runs if not run_ok(r)]
     if failed:

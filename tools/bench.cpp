@@ -3,7 +3,7 @@
 //
 // Usage:
 //   unixgram-bench --path PATH [--clients 16] [--window 32] [--size 64] [--duration 3] [--warmup 1]
-//                  [--server-pid PID] [--threads 1] [--rate 0] [--json]
+//                  [--server-pid PID] [--threads 1] [--rate 0] [--connect] [--json]
 //
 // Why it is built the way it is:
 // - Every client is its own autobound socket that is NOT connected and sends with sendmmsg to the server's
@@ -17,6 +17,14 @@
 // - A datagram carries [sequence number u64][client number u64][pattern], the pattern depending on both, so a
 //   reply that is truncated, altered, delivered to the wrong client, duplicated or out of order is caught.
 //   Send times stay here (a ring per client indexed by sequence % window), so every reply byte is checked.
+// - --connect connects every client to the server instead. A connected send skips the kernel's lookup of the
+//   server's name, which costs the load generator about as much per datagram as the server's whole receive
+//   with many one-datagram clients: --window 1 with 1000 clients, unconnected, is bound by this tool's one
+//   CPU, not by the server's. The kernel also lifts the per-peer queue limit on the server's replies to a
+//   client connected to it; with --window 1 that limit is never reached (one reply at a time), so the server
+//   does the same work either way. With a larger window it would not meet the limit at all: leave it off there.
+// - The load's own CPU time (all of this process, over the measured interval) is reported as load_busy, the
+//   share of the load threads' CPUs: near 100 % means this tool, not the server, may have set the rate.
 // - --rate R paces the sends (a credit of R datagrams/s, split between the threads, at most 1 ms of it at
 //   once) within the same windows, so servers can be compared at the same load rather than each at its own
 //   maximum.
@@ -60,7 +68,7 @@ Options parse_options(int argc, char** argv) {
     pid_t server_pid = 0;
     CLI::App app{"unixgram-bench: verified echo load with latency and server CPU per datagram"};
     app.add_option("--path", o.path, "the echo server's address ('@name' for an abstract name)")->required();
-    app.add_option("--clients", o.clients, "client sockets, each autobound and unconnected")
+    app.add_option("--clients", o.clients, "client sockets, each autobound (and unconnected, unless --connect)")
         ->check(CLI::Range(1u, 100000u));
     app.add_option("--window", o.window, "datagrams in flight per client; 1 is ping-pong")->check(CLI::Range(1u, 65536u));
     app.add_option("--size", o.size, "datagram size in bytes")->check(CLI::Range(kHeaderSize, kMaxDatagram));
@@ -71,6 +79,9 @@ Options parse_options(int argc, char** argv) {
     app.add_option("--threads", o.threads, "load threads, the clients split among them")->check(CLI::Range(1u, 256u));
     app.add_option("--rate", o.rate, "pace the sends to this many datagrams/s in total (0: as fast as the windows allow)")
         ->check(CLI::Range(0.0, 1e9));
+    app.add_flag("--connect", o.connect,
+                 "connect each client to the server (cheaper sends; lifts the server's per-client reply queue limit, "
+                 "so meant for --window 1)");
     app.add_flag("--json", o.json, "print the result as one JSON object on stdout");
     try {
         app.parse(argc, argv);
@@ -114,6 +125,13 @@ double server_cpu_seconds(pid_t pid) {
         die("cannot parse " + file);
     }
     return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// This process's CPU time so far, every thread's.
+double own_cpu_seconds() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
 void sleep_until(std::uint64_t deadline) {
@@ -200,6 +218,7 @@ int main(int argc, char** argv) {
 
     sleep_with_progress(schedule.measure_start);
     const double cpu_start = options.server_pid ? server_cpu_seconds(*options.server_pid) : 0.0;
+    const double load_cpu_start = own_cpu_seconds();
     sleep_with_progress(planned_end);
     std::uint64_t measure_end = planned_end;
     if (g_stop) {  // interrupted: the measurement ends now, for every thread
@@ -207,6 +226,7 @@ int main(int argc, char** argv) {
         schedule.measure_end.store(measure_end);
     }
     const double cpu_end = options.server_pid ? server_cpu_seconds(*options.server_pid) : 0.0;
+    const double load_cpu_end = own_cpu_seconds();
     for (auto& t : threads) t.join();
 
     std::uint64_t sent = 0;
@@ -233,15 +253,18 @@ int main(int argc, char** argv) {
     const std::optional<double> cpu_ns_per_dgram =
         cpu_s && measured ? std::optional(*cpu_s * 1e9 / static_cast<double>(measured)) : std::nullopt;
     const bool ok = errors.total() == 0 && lost == 0 && measured > 0;
+    const double load_cpu_s = load_cpu_end - load_cpu_start;
+    const double load_busy = load_cpu_s / (seconds * options.threads);
 
     char server_part[64] = "";
     if (cpu_ns_per_dgram) std::snprintf(server_part, sizeof(server_part), ", server %.0f ns CPU/datagram", *cpu_ns_per_dgram);
     char line[512];
     std::snprintf(line, sizeof(line),
-                  "unixgram-bench: %u clients x %u in flight, %zu B, %u thread%s: %.0f datagrams/s, %.1f MB/s, "
-                  "latency p50 %.1f us p99 %.1f us p99.9 %.1f us%s, %llu errors, %llu lost",
-                  options.clients, options.window, options.size, options.threads, options.threads == 1 ? "" : "s", rate,
-                  mb_per_s, p50, p99, p999, server_part, static_cast<unsigned long long>(errors.total()),
+                  "unixgram-bench: %u %sclients x %u in flight, %zu B, %u thread%s: %.0f datagrams/s, %.1f MB/s, "
+                  "latency p50 %.1f us p99 %.1f us p99.9 %.1f us%s, load %.0f %% busy, %llu errors, %llu lost",
+                  options.clients, options.connect ? "connected " : "", options.window, options.size, options.threads,
+                  options.threads == 1 ? "" : "s", rate, mb_per_s, p50, p99, p999, server_part, load_busy * 100,
+                  static_cast<unsigned long long>(errors.total()),
                   static_cast<unsigned long long>(lost));
     if (options.json) {
         auto number_or_null = [](const std::optional<double>& v, const char* format) {
@@ -253,18 +276,18 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", line);
         std::printf(
             "{\"tool\": \"unixgram-bench\", \"path\": %s, \"clients\": %u, \"window\": %u, \"size\": %zu, "
-            "\"threads\": %u, \"rate\": %.0f, \"duration_s\": %.3f, \"warmup_s\": %.3f, \"measured_s\": %.6f, \"sent\": %llu, "
+            "\"threads\": %u, \"connect\": %s, \"rate\": %.0f, \"duration_s\": %.3f, \"warmup_s\": %.3f, \"measured_s\": %.6f, \"sent\": %llu, "
             "\"received\": %llu, \"datagrams_per_s\": %.1f, \"mb_per_s\": %.3f, "
             "\"latency_us\": {\"samples\": %llu, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
             "\"mean\": %.3f, \"max\": %.3f}, \"server_pid\": %s, \"server_cpu_s\": %s, "
-            "\"server_cpu_ns_per_datagram\": %s, \"server_queue_full\": %llu, \"errors\": %llu, \"wrong_length\": %llu, \"wrong_content\": %llu, "
+            "\"server_cpu_ns_per_datagram\": %s, \"load_cpu_s\": %.3f, \"load_busy\": %.3f, \"server_queue_full\": %llu, \"errors\": %llu, \"wrong_length\": %llu, \"wrong_content\": %llu, "
             "\"out_of_order\": %llu, \"lost\": %llu, \"ok\": %s}\n",
             json_string(options.path).c_str(), options.clients, options.window, options.size, options.threads,
-            options.rate, options.duration_s, options.warmup_s, seconds, static_cast<unsigned long long>(sent),
+            options.connect ? "true" : "false", options.rate, options.duration_s, options.warmup_s, seconds, static_cast<unsigned long long>(sent),
             static_cast<unsigned long long>(measured), rate, mb_per_s, static_cast<unsigned long long>(latency.count()),
             p50, latency.quantile_ns(0.90) / 1e3, p99, p999, latency.mean_ns() / 1e3, latency.max_ns() / 1e3,
             options.server_pid ? std::to_string(*options.server_pid).c_str() : "null",
-            number_or_null(cpu_s, "%.3f").c_str(), number_or_null(cpu_ns_per_dgram, "%.1f").c_str(),
+            number_or_null(cpu_s, "%.3f").c_str(), number_or_null(cpu_ns_per_dgram, "%.1f").c_str(), load_cpu_s, load_busy,
             static_cast<unsigned long long>(queue_full),
             static_cast<unsigned long long>(errors.total()), static_cast<unsigned long long>(errors.wrong_length),
             static_cast<unsigned long long>(errors.wrong_content), static_cast<unsigned long long>(errors.out_of_order),

@@ -71,6 +71,7 @@ struct Options {
     std::optional<pid_t> server_pid;
     unsigned threads = 1;
     double rate = 0;  ///< datagrams/s in total; 0: as fast as the windows allow
+    bool connect = false;  ///< connect each client to the server (send without an address)
     bool json = false;
 };
 
@@ -145,6 +146,10 @@ public:
             sockaddr_un self{};
             self.sun_family = AF_UNIX;
             if (::bind(c.fd, reinterpret_cast<sockaddr*>(&self), sizeof(sa_family_t)) < 0) die_errno("autobind", errno);
+            if (options.connect &&
+                ::connect(c.fd, reinterpret_cast<const sockaddr*>(&server.addr), server.len) < 0) {
+                die_errno("connect (client " + std::to_string(c.id) + ") to '" + options.path + "'", errno);
+            }
             epoll_event ev{};
             ev.events = EPOLLIN;
             ev.data.u32 = i;
@@ -152,8 +157,10 @@ public:
         }
         for (unsigned k = 0; k < kBatch; ++k) {
             send_iov_[k] = {send_buffer_.data() + k * options.size, options.size};
-            send_msgs_[k].msg_hdr.msg_name = const_cast<sockaddr_un*>(&server_.addr);
-            send_msgs_[k].msg_hdr.msg_namelen = server_.len;
+            if (!options.connect) {  // connected: the kernel knows the peer, and skips the lookup by name
+                send_msgs_[k].msg_hdr.msg_name = const_cast<sockaddr_un*>(&server_.addr);
+                send_msgs_[k].msg_hdr.msg_namelen = server_.len;
+            }
             send_msgs_[k].msg_hdr.msg_iov = &send_iov_[k];
             send_msgs_[k].msg_hdr.msg_iovlen = 1;
             // One byte more than a valid reply, so a longer one shows as a wrong length.
@@ -298,7 +305,12 @@ private:
     void read_replies(std::uint32_t i) noexcept {
         Client& c = clients_[i];
         while (true) {
-            const int n = ::recvmmsg(c.fd, recv_msgs_, kBatch, MSG_DONTWAIT, nullptr);
+            // Ask for no more than the replies still due (at least one, so that a stray extra datagram is read
+            // and counted): asking for more only makes the kernel try once more and fail, with --window 1 once
+            // per datagram.
+            const std::uint64_t due = c.sent > c.received ? c.sent - c.received : 0;
+            const auto ask = static_cast<unsigned>(std::clamp<std::uint64_t>(due, 1, kBatch));
+            const int n = ::recvmmsg(c.fd, recv_msgs_, ask, MSG_DONTWAIT, nullptr);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) return;
                 if (errno == EINTR) continue;
@@ -313,7 +325,7 @@ private:
             }
             c.received += static_cast<unsigned>(n);
             replies_ += static_cast<unsigned>(n);
-            if (static_cast<unsigned>(n) < kBatch) return;
+            if (static_cast<unsigned>(n) < ask || c.received >= c.sent) return;
         }
     }
 
