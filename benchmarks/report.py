@@ -138,6 +138,15 @@ def median_interval(values, confidence=0.95):
     return xs[k - 1], xs[n - k], 1 - 2 * below
 
 
+def fmt_ratio(value, limit):
+    """A ratio with two decimals, or three where two would print the limit itself for a value on one side of it
+    (0.798 against a minimum of 0.80 is "0.798×", not a "0.80×" that reads as met)."""
+    text = f"{value:.2f}"
+    if text == f"{limit:.2f}" and value != limit:
+        text = f"{value:.3f}"
+    return text + "×"
+
+
 def paired_note(runs, case_id, server_id, ref_id, metric, limit, kind):
     """The target's paired estimate: the median of the per-round ratios, its interval, and what it says."""
     ratios = paired_ratios(runs, case_id, server_id, ref_id, metric)
@@ -146,13 +155,14 @@ def paired_note(runs, case_id, server_id, ref_id, metric, limit, kind):
     mid = statistics.median(ratios)
     interval = median_interval(ratios)
     if interval is None:
-        return f"; paired by round: {mid:.2f}× ({len(ratios)} rounds, too few for an interval)"
+        return f"; paired by round: {fmt_ratio(mid, limit)} ({len(ratios)} rounds, too few for an interval)"
     low, high, coverage = interval
     if kind == "max":
         says = "met" if high <= limit else "missed" if low > limit else "undecided"
     else:
         says = "met" if low >= limit else "missed" if high < limit else "undecided"
-    return (f"; paired by round: {mid:.2f}×, {coverage * 100:.0f} % interval {low:.2f}–{high:.2f}× over "
+    return (f"; paired by round: {fmt_ratio(mid, limit)}, {coverage * 100:.0f} % interval "
+            f"{fmt_ratio(low, limit)[:-1]}–{fmt_ratio(high, limit)} over "
             f"{len(ratios)} rounds: {says}")
 
 
@@ -305,7 +315,7 @@ def markdown(cases, facts, config, runs):
             verdict = "not measured"
         else:
             met = ratio <= limit if kind == "max" else ratio >= limit
-            verdict = f"{ratio:.2f}× — {'met' if met else 'MISSED'}"
+            verdict = f"{fmt_ratio(ratio, limit)} — {'met' if met else 'MISSED'}"
         sign = "≤" if kind == "max" else "≥"
         note = ""
         share = busy(row[2]) if metric == "datagrams_per_s" and row is not None else None

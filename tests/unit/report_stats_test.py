@@ -92,5 +92,24 @@ class PairedNote(unittest.TestCase):
         self.assertIn("too few for an interval", text)
 
 
+class FmtRatio(unittest.TestCase):
+    def test_two_decimals_as_a_rule(self):
+        self.assertEqual(report.fmt_ratio(1.0949, 1.00), "1.09×")
+
+    def test_a_third_where_two_would_print_the_limit_for_a_value_beside_it(self):
+        self.assertEqual(report.fmt_ratio(0.7978, 0.80), "0.798×")
+        self.assertEqual(report.fmt_ratio(1.004, 1.00), "1.004×")
+
+    def test_the_limit_itself_keeps_two(self):
+        self.assertEqual(report.fmt_ratio(0.80, 0.80), "0.80×")
+
+    def test_an_interval_bound_next_to_the_limit_is_not_shown_as_the_limit(self):
+        text = PairedNote.note(PairedNote(), [1.001 + 0.01 * i for i in range(15)])  # 4th 1.031, lowest 1.001
+        self.assertIn("interval 1.03–1.11×", text)
+        text = PairedNote.note(PairedNote(), [0.9705 + 0.01 * i for i in range(15)])  # 4th 1.0005
+        self.assertIn("interval 1.000–1.08×", text)
+        self.assertTrue(text.endswith(": missed"))
+
+
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0]] + sys.argv[1:], verbosity=2)
