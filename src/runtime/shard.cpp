@@ -427,7 +427,7 @@ void Shard::on_datagram(RecvDatagram& d) noexcept {
 
 void Shard::on_receive_error(int error) noexcept {
     ServerStatsCounters::add(core_.stats[index_].receive_errors);
-    if (server_ != nullptr) server_->log_receive_error(error);
+    if (server_ != nullptr) server_->on_receive_error(error);
 }
 
 }  // namespace unixgram::detail

@@ -78,7 +78,8 @@ public:
     void on_datagram(RecvDatagram& d) noexcept;
     void on_send_complete(SendOp* op, int result) noexcept;
     /// A read of the socket failed with `error` (an errno other than EAGAIN, EINTR or, on io_uring, ENOBUFS):
-    /// counted in receive_errors and logged (rate-limited); the backend reads again at its next turn.
+    /// counted in receive_errors; the server logs it (rate-limited) and pauses receiving for a moment
+    /// (ServerShard::on_receive_error).
     void on_receive_error(int error) noexcept;
 
     ServerCore& core() noexcept { return core_; }

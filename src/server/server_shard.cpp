@@ -4,6 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <new>
 #include <system_error>
 
@@ -27,6 +29,10 @@ constexpr std::size_t kWakeBatch = 16;
 /// With the socket's queue at max_dgram_qlen (10 by default), a turn reads about ten datagrams; waking each
 /// owner on each turn cost more than the work it was woken for (measured with 8 shards, epoll).
 constexpr unsigned kWakeTurns = 4;
+/// A failed read stops receiving for this long, doubled for each failure with no datagram read since the
+/// previous one, up to kMaxReceiveBackoff.
+constexpr Clock::duration kFirstReceiveBackoff = std::chrono::milliseconds(1);
+constexpr Clock::duration kMaxReceiveBackoff = std::chrono::milliseconds(128);
 /// Wakes are deferred only after a turn that read at least this many datagrams (a busy socket). After a
 /// lighter one shard 0 is about to sleep anyway, and the look without sleeping that a deferred wake costs
 /// was one more system call per datagram in ping-pong with a client on a worker (measured: 5.0 against 4.0).
@@ -44,7 +50,10 @@ ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
     shard.attach(this);
 }
 
-ServerShard::~ServerShard() { shard.attach(nullptr); }
+ServerShard::~ServerShard() {
+    shard.timers().cancel(&receive_backoff_timer_);
+    shard.attach(nullptr);
+}
 
 // ---- receiving (shard 0) ---------------------------------------------------------------------------
 
@@ -54,13 +63,28 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
     if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
 }
 
-void ServerShard::log_receive_error(int error) noexcept {
+void ServerShard::on_receive_error(int error) noexcept {
+    const bool in_a_row = receive_backoff_ != Clock::duration::zero() && received_so_far_ == received_at_last_error_;
+    receive_backoff_ = in_a_row ? std::min(receive_backoff_ * 2, kMaxReceiveBackoff) : kFirstReceiveBackoff;
+    received_at_last_error_ = received_so_far_;
     try {
-        receive_error_log.log(*core.log, spdlog::level::err, "Reading the socket failed: {} (errno {}); reading again",
-                              std::generic_category().message(error), error);
+        receive_error_log.log(*core.log, spdlog::level::err,
+                              "Reading the socket failed: {} (errno {}); reading again in {} ms",
+                              std::generic_category().message(error), error,
+                              std::chrono::duration_cast<std::chrono::milliseconds>(receive_backoff_).count());
     } catch (...) {  // formatting ran out of memory: the counter (receive_errors) has it
     }
+    try {
+        receive_backoff_timer_.fire = &ServerShard::receive_backoff_fire;
+        receive_backoff_timer_.owner = this;
+        shard.timers().arm(&receive_backoff_timer_, Clock::now() + receive_backoff_);
+    } catch (...) {  // the timer heap could not grow: read again at once rather than never
+        return;
+    }
+    refresh_receiving();
 }
+
+void ServerShard::receive_backoff_fire(TimerNode* n) noexcept { static_cast<ServerShard*>(n->owner)->refresh_receiving(); }
 
 void ServerShard::on_received(RecvDatagram& d) noexcept {
     // A datagram dropped here is counted here; one handed over is counted by its owner (dispatch()).
@@ -195,7 +219,7 @@ void ServerShard::wake_deferred() noexcept {
 }
 
 void ServerShard::refresh_receiving() noexcept {
-    const bool want = receive_enabled && !receive_paused && overflowing_ == 0 &&
+    const bool want = receive_enabled && !receive_paused && overflowing_ == 0 && !receive_backoff_timer_.armed() &&
                       core.pause_requests.load(std::memory_order_relaxed) == 0;
     if (want == receiving_) return;
     receiving_ = want;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <vector>
@@ -45,8 +46,11 @@ struct ServerShard {
     const bool early_replies;  ///< ServerOptions::early_replies
     TaskGroupState* background = nullptr;
     RateLimitedLog unnamed_log, truncated_log, queue_full_log, receive_error_log;
-    /// Shard::on_receive_error's log line (rate-limited).
-    void log_receive_error(int error) noexcept;
+    /// Shard::on_receive_error (counted there): logs it (rate-limited) and stops receiving for a moment:
+    /// kFirstReceiveBackoff, doubled for each failure with no datagram read since the one before, up to
+    /// kMaxReceiveBackoff. A failure that persists (ENOMEM, say) would otherwise spin the loop: the socket
+    /// stays readable and every read fails at once.
+    void on_receive_error(int error) noexcept;
 
     // ---- receiving (shard 0) ----
     /// A datagram from the socket: counted, checked, then dispatched here or handed over.
@@ -128,6 +132,10 @@ private:
     std::uint64_t received_so_far_ = 0;
     std::uint64_t received_at_last_turn_ = 0;  ///< received_so_far_ at the last before_poll
     bool receiving_ = false;
+    static void receive_backoff_fire(TimerNode* n) noexcept;
+    TimerNode receive_backoff_timer_{};
+    Clock::duration receive_backoff_{};         ///< the last backoff (zero: none yet)
+    std::uint64_t received_at_last_error_ = 0;  ///< received_so_far_ at the last failed read
     bool pause_reported_ = false;  ///< this worker's pause is counted in core.pause_requests
     RemoteDrops& remote_drops_;    ///< core.remote_drops[index]
     std::vector<ClientState*> taken_drops_;  ///< take_remote_drops()'s batch (swapped with the box's)
