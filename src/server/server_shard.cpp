@@ -47,6 +47,8 @@ ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
       max_queued_bytes_here(core_.options.max_total_queued_bytes / core_.options.shards),
       early_replies(core_.options.early_replies),
       remote_drops_(core_.remote_drops[index_]) {
+    receive_backoff_timer_.fire = &ServerShard::receive_backoff_fire;
+    receive_backoff_timer_.owner = this;
     shard.attach(this);
 }
 
@@ -75,8 +77,6 @@ void ServerShard::on_receive_error(int error) noexcept {
     } catch (...) {  // formatting ran out of memory: the counter (receive_errors) has it
     }
     try {
-        receive_backoff_timer_.fire = &ServerShard::receive_backoff_fire;
-        receive_backoff_timer_.owner = this;
         shard.timers().arm(&receive_backoff_timer_, Clock::now() + receive_backoff_);
     } catch (...) {  // the timer heap could not grow: read again at once rather than never
         return;
