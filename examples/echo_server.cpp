@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
     std::string level_text = "info";
     std::size_t max_total_queued_bytes = unixgram::ServerOptions{}.max_total_queued_bytes;
     bool batch_all_replies = false;
+    bool dedicated_receiver = false;
 
     CLI::App app{"unixgram-echo: echo server on a Unix datagram socket"};
     app.add_option("--path", path, "socket path; @name for an abstract name, \"\" to autobind")->required();
@@ -85,6 +86,9 @@ int main(int argc, char** argv) {
     app.add_flag("--batch-all-replies", batch_all_replies,
                  "send every reply with the loop turn's batch, even one that holds up the same client's next "
                  "datagram (ServerOptions::early_replies = false)");
+    app.add_flag("--dedicated-receiver", dedicated_receiver,
+                 "with --shards N >= 2: shard 0 only reads the socket, clients are served by shards 1..N-1 "
+                 "(ServerOptions::dedicated_receiver)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -103,6 +107,7 @@ int main(int argc, char** argv) {
         options.shards = shards;
         options.max_total_queued_bytes = max_total_queued_bytes;
         options.early_replies = !batch_all_replies;
+        options.dedicated_receiver = dedicated_receiver;
     } catch (const std::invalid_argument& e) {
         die(e.what());
     }

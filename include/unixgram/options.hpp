@@ -51,8 +51,14 @@ struct ServerOptions {
     /// Loop threads (1–1024). Shard 0 (the thread of serve_forever / start) reads the socket; each
     /// client address hashes to one shard, where all its sessions run, in order. Handlers then run on
     /// several threads at once: shared state in the handler needs its own synchronisation (Client
-    /// copies may be made and dropped on any thread). max_total_queued_bytes is split evenly.
+    /// copies may be made and dropped on any thread). max_total_queued_bytes is split evenly between the
+    /// shards that serve clients.
     unsigned shards = 1;
+    /// With shards >= 2: shard 0 only reads the socket and hands every datagram over; clients hash to
+    /// shards 1..N-1. Shard 0 still runs service_init and tasks spawned on it. Shard 0's reading sets the
+    /// ceiling of a sharded server; relieving it of sessions raises that ceiling when the other shards have
+    /// CPUs to spare (README, Sharding). With 2 shards one shard then serves every client.
+    bool dedicated_receiver = false;
     /// Receive SCM_RIGHTS / SCM_CREDENTIALS so handlers can claim them (RecvParams::ancillary).
     bool receive_ancillary_data = false;
     /// Largest datagram received whole; larger ones are dropped and counted (never truncated silently).

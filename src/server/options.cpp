@@ -25,12 +25,14 @@ std::string_view to_string(UnnamedAddresses value) noexcept {
 }
 
 void ServerOptions::validate() const {
-    auto bad = [](const char* field, const std::string& value, const char* why) {
+    auto bad = [](const char* field, const std::string& value, const std::string& why) {
         throw std::invalid_argument(std::string("ServerOptions::") + field + " = " + value + ": " + why);
     };
     if (mode && (*mode & ~07777u) != 0) bad("mode", std::to_string(*mode), "only permission bits (07777) are allowed");
     if (shards == 0) bad("shards", "0", "must be at least 1");
     if (shards > 1024) bad("shards", std::to_string(shards), "must be at most 1024");
+    if (dedicated_receiver && shards < 2)
+        bad("dedicated_receiver", "true", "needs at least 2 shards (shards = " + std::to_string(shards) + ")");
     if (max_datagram_size == 0 || max_datagram_size > (std::size_t{1} << 24))
         bad("max_datagram_size", std::to_string(max_datagram_size), "must be between 1 and 16 MiB");
     if (max_queued_datagrams == 0) bad("max_queued_datagrams", "0", "must be at least 1");

@@ -71,6 +71,8 @@ Clock::time_point cancel_and_wait(Shard& sh, ServerShard& ss, spdlog::logger& lo
 ServerCore::ServerCore(Server& owner_, UnixAddress requested_, ServerOptions options_, ServerHooks hooks_)
     : owner(owner_), requested(std::move(requested_)), options(std::move(options_)), hooks(hooks_) {
     options.validate();
+    first_owner = options.dedicated_receiver ? 1 : 0;
+    owner_count = options.shards - first_owner;
     if (options.mode && !requested.is_pathname()) {
         char buf[16];
         std::snprintf(buf, sizeof buf, "0%03o", static_cast<unsigned>(*options.mode));

@@ -81,9 +81,13 @@ struct ServerCore {
     std::atomic<int> pause_requests{0};        ///< workers over their queued-bytes share
     std::shared_ptr<const ContextMap> default_vars;  ///< from service_init; set before serving
 
+    /// The shards that own clients: [first_owner, first_owner + owner_count) (shard 0 too unless
+    /// ServerOptions::dedicated_receiver).
+    unsigned first_owner = 0;
+    unsigned owner_count = 1;
     /// The shard that owns a client, from its address's hash (UnixAddress::hash / hash_of).
     unsigned owner_of(std::size_t address_hash) const noexcept {
-        return static_cast<unsigned>(address_hash % options.shards);
+        return first_owner + static_cast<unsigned>(address_hash % owner_count);
     }
 
 private:

@@ -44,7 +44,7 @@ ServerShard::ServerShard(ServerCore& core_, Shard& shard_, unsigned index_)
       shard(shard_),
       index(index_),
       stats(core_.stats[index_]),
-      max_queued_bytes_here(core_.options.max_total_queued_bytes / core_.options.shards),
+      max_queued_bytes_here(core_.options.max_total_queued_bytes / core_.owner_count),
       early_replies(core_.options.early_replies),
       remote_drops_(core_.remote_drops[index_]) {
     receive_backoff_timer_.fire = &ServerShard::receive_backoff_fire;

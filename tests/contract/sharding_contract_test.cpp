@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Contract tests for ServerOptions::shards: per-client order, one owner shard per client, shutdown and spawn on every shard.
+// Contract tests for ServerOptions::shards: per-client order, one owner shard per client, shutdown and spawn on every shard,
+// and ServerOptions::dedicated_receiver (shard 0 only reads).
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -445,6 +446,103 @@ TEST(ShardingContract, FourShards_ACopyMadeAndDroppedOnAUserThreadIsHandedBack) 
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::err), 0u) << srv.log().dump();
 }
 
+// ---- ServerOptions::dedicated_receiver -------------------------------------------------------------
+
+/// EchoHandler that also records the thread of service_init, which runs on shard 0 (H15).
+class ReceiverProbeEcho : public EchoHandler {
+public:
+    std::mutex mutex;
+    ThreadId init_thread;
+    Task<> service_init(ExitStack&, Server&) override {
+        std::lock_guard lock(mutex);
+        init_thread = std::this_thread::get_id();
+        co_return;
+    }
+};
+
+ServerOptions dedicated_receiver(unsigned n) {
+    ServerOptions o = shards(n);
+    o.dedicated_receiver = true;
+    return o;
+}
+
+TEST(ShardingContract, DedicatedReceiver_FourShards_EveryReplyInOrder_NoSessionOnShardZero) {
+    constexpr int kClients = 64;
+    constexpr int kThreads = 4;
+    const int per_client = kEchoDatagramsPerClient / 5;
+    ReceiverProbeEcho handler;
+    Text srv(handler, {}, dedicated_receiver(4));
+    auto clients = make_clients(srv, kClients);
+    const UnixAddress address = srv.address();
+
+    std::vector<std::vector<std::string>> failures(kThreads);
+    std::vector<std::thread> drivers;
+    for (int t = 0; t < kThreads; ++t)
+        drivers.emplace_back([&, t] {
+            failures[static_cast<std::size_t>(t)] =
+                drive_window(clients, t * (kClients / kThreads), kClients / kThreads, address, per_client);
+        });
+    for (auto& d : drivers) d.join();
+    for (auto& f : failures)
+        for (auto& msg : f) ADD_FAILURE() << msg;
+    if (::testing::Test::HasFailure()) return;
+
+    stop_within_guard(srv.server(), "echo sessions, dedicated receiver");
+    for (int i = 0; i < kClients; ++i)
+        EXPECT_EQ(clients[static_cast<std::size_t>(i)].recv(0ms), std::nullopt) << "client " << i << ": an extra reply";
+
+    const ServerStats s = srv.server().stats();
+    const auto total = static_cast<std::uint64_t>(kClients) * static_cast<std::uint64_t>(per_client);
+    EXPECT_EQ(s.datagrams_received, total);
+    EXPECT_EQ(s.datagrams_sent, total);
+    EXPECT_EQ(s.dropped_total(), 0u);
+    EXPECT_EQ(s.sessions_started, static_cast<std::uint64_t>(kClients));
+    const auto all = handler.threads.all();
+    // 64 random socket paths over 3 serving shards: the chance that one gets none is 3 * (2/3)^64 ≈ 2e-11.
+    EXPECT_EQ(all.size(), 3u) << "64 clients' sessions must have run on the 3 shards other than shard 0";
+    std::lock_guard lock(handler.mutex);
+    EXPECT_NE(handler.init_thread, ThreadId{}) << "service_init did not run";
+    EXPECT_EQ(all.count(handler.init_thread), 0u) << "a session ran on shard 0, the dedicated receiver";
+    for (const auto& [client, ids] : handler.threads.by_client())
+        EXPECT_EQ(ids.size(), 1u) << client << ": its sessions ran on " << ids.size() << " threads";
+    EXPECT_EQ(srv.log().count_at_least(spdlog::level::err), 0u) << srv.log().dump();
+}
+
+TEST(ShardingContract, DedicatedReceiver_TwoShards_OneShardServesEveryClient) {
+    ReceiverProbeEcho handler;
+    Text srv(handler, {}, dedicated_receiver(2));
+    auto clients = make_clients(srv, 16);
+    for (int i = 0; i < 16; ++i) {
+        const std::string text = "hello " + std::to_string(i);
+        clients[static_cast<std::size_t>(i)].send(srv.address(), text);
+        ASSERT_EQ(clients[static_cast<std::size_t>(i)].recv(kGuard), text) << srv.log().dump();
+    }
+    stop_within_guard(srv.server(), "16 clients, dedicated receiver, 2 shards");
+    const auto all = handler.threads.all();
+    EXPECT_EQ(all.size(), 1u) << "with 2 shards and a dedicated receiver, shard 1 serves every client";
+    std::lock_guard lock(handler.mutex);
+    EXPECT_EQ(all.count(handler.init_thread), 0u) << "a session ran on shard 0, the dedicated receiver";
+}
+
+TEST(ShardingContract, DedicatedReceiver_ShutdownCancelsSessionsOnEveryServingShard) {
+    constexpr int kClients = 64;
+    HoldUntilShutdownHandler handler;
+    Text srv(handler, {}, dedicated_receiver(4));
+    auto clients = make_clients(srv, kClients);
+    for (int i = 0; i < kClients; ++i) clients[static_cast<std::size_t>(i)].send(srv.address(), "hold");
+
+    ASSERT_TRUE(wait_until([&] { return handler.waiting.load() == kClients; }, kGuard))
+        << handler.waiting.load() << " of " << kClients << " sessions started";
+    ASSERT_EQ(handler.threads.all().size(), 3u) << "64 clients' sessions must be held on shards 1, 2 and 3";
+
+    stop_within_guard(srv.server(), "64 sessions held on 3 shards, dedicated receiver");
+
+    EXPECT_EQ(handler.cancelled.load(), kClients) << "every serving shard's sessions get Cancelled";
+    EXPECT_EQ(handler.woke.load(), 0);
+    EXPECT_FALSE(srv.server().is_serving());
+    EXPECT_EQ(srv.log().count_at_least(spdlog::level::err), 0u) << "Cancelled is not an error\n" << srv.log().dump();
+}
+
 // ---- bad values -------------------------------------------------------------------------------------
 
 TEST(ShardingContract, ShardsOutOfRange_ConstructorThrowsInvalidArgumentNamingShards) {
@@ -463,6 +561,21 @@ TEST(ShardingContract, ShardsOutOfRange_ConstructorThrowsInvalidArgumentNamingSh
         }
         EXPECT_FALSE(std::filesystem::exists(dir.file("server.sock"))) << "the constructor touches nothing";
     }
+}
+
+TEST(ShardingContract, DedicatedReceiverWithOneShard_ConstructorThrowsInvalidArgumentNamingBoth) {
+    TempDir dir;
+    OneShotHandler handler;
+    ServerOptions options;
+    options.dedicated_receiver = true;  // shards = 1: nobody would serve the clients
+    try {
+        UnixDatagramServer<std::string, std::string, TextProtocol> server(
+            UnixAddress::pathname(dir.file("server.sock")), TextProtocol{}, handler, options);
+        ADD_FAILURE() << "dedicated_receiver with shards = 1 was accepted";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_STREQ(e.what(), "ServerOptions::dedicated_receiver = true: needs at least 2 shards (shards = 1)");
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.file("server.sock"))) << "the constructor touches nothing";
 }
 
 }  // namespace
