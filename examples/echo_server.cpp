@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // unixgram-echo: the demo server — echoes every datagram back to its sender, unchanged and in order.
 //
-//   unixgram-echo --path PATH [--mode OCTAL] [--unnamed ignore|warn|handle] [--shards N] [--log-level LEVEL]
+//   unixgram-echo --path PATH [--mode OCTAL] [--unnamed ignore|warn|handle] [--shards N [--dedicated-receiver]]
+//                 [--log-level LEVEL] [--batch-all-replies] [--max-total-queued-bytes BYTES]
 //
 // PATH "@name" is an abstract name, "" autobinds. Prints "listening on <address>" on stdout once the
 // socket answers; SIGINT/SIGTERM stop it (exit 0, socket file removed if still ours).
