@@ -51,6 +51,11 @@ class AddressTest(EchoCase):
         server = self.start("--shards", "2", "--log-level", "debug")
         self.assert_echo(server, self.client("path"), b"with options")
 
+    def test_dedicated_receiver_with_four_shards_echoes_every_client(self):
+        server = self.start("--shards", "4", "--dedicated-receiver")
+        for i in range(8):
+            self.assert_echo(server, self.client("path"), b"dedicated receiver %d" % i)
+
 
 # ---------------------------------------------------------------------------------------------- socket file mode
 
@@ -162,6 +167,10 @@ class BadArgumentTest(EchoCase):
             with self.subTest(max_total_queued_bytes=value):
                 names = [f"'{value}'"] if value else ["--max-total-queued-bytes"]
                 self.assert_rejected(["--path", self.tmp("q.sock"), "--max-total-queued-bytes", value], names)
+
+    def test_dedicated_receiver_with_one_shard_is_rejected(self):
+        line = self.assert_rejected(["--path", self.tmp("d.sock"), "--dedicated-receiver"], ["dedicated_receiver"])
+        self.assertIn("shards = 1", line)
 
     def test_mode_with_abstract_address_is_rejected(self):
         name = abstract_name()
