@@ -57,7 +57,8 @@ struct ServerOptions {
     /// With shards >= 2: shard 0 only reads the socket and hands every datagram over; clients hash to
     /// shards 1..N-1. Shard 0 still runs service_init and tasks spawned on it. Shard 0's reading sets the
     /// ceiling of a sharded server; relieving it of sessions raises that ceiling when the other shards have
-    /// CPUs to spare (README, Sharding and "Sharding on 16 CPUs"). With 2 shards one shard then serves every client.
+    /// CPUs to spare (README, Sharding and "Sharding on 16 CPUs"). With 2 shards one shard then serves every
+    /// client.
     bool dedicated_receiver = false;
     /// Receive SCM_RIGHTS / SCM_CREDENTIALS so handlers can claim them (RecvParams::ancillary).
     bool receive_ancillary_data = false;
@@ -69,7 +70,8 @@ struct ServerOptions {
     /// Over this many queued bytes in all, the server stops reading (resuming at half): senders wait,
     /// nothing is lost. Set below max_queued_bytes, it pushes back before any client reaches its own cap:
     /// no datagram is then dropped for a full queue, but one busy client holds up everyone's reads. A small
-    /// value (a few KiB) keeps latency under windowed load near the kernel's own (README, "Tuning for latency or throughput").
+    /// value (a few KiB) keeps latency under windowed load near the kernel's own (README, "Tuning for latency
+    /// or throughput").
     std::size_t max_total_queued_bytes = std::size_t{64} << 20;
     /// How long a reply may be refused by a full peer (EAGAIN, retried with backoff) before
     /// send_packet throws TimeoutError.
