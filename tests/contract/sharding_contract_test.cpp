@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Contract tests for ServerOptions::shards: per-client order, one owner shard per client, shutdown and spawn on every shard,
-// and ServerOptions::dedicated_receiver (shard 0 only reads).
+// Contract tests for ServerOptions::shards: per-client order, one owner shard per client, shutdown and spawn on every
+// shard, and ServerOptions::dedicated_receiver (shard 0 only reads).
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -250,7 +250,9 @@ void check_stop_cancels_held_sessions(const ServerOptions& options, std::size_t 
     EXPECT_EQ(srv.log().count_at_least(spdlog::level::err), 0u) << "Cancelled is not an error\n" << srv.log().dump();
 }
 
-TEST(ShardingContract, FourShards_ShutdownCancelsSessionsOnEveryShard) { check_stop_cancels_held_sessions(shards(4), 4); }
+TEST(ShardingContract, FourShards_ShutdownCancelsSessionsOnEveryShard) {
+    check_stop_cancels_held_sessions(shards(4), 4);
+}
 
 // ---- service_init and spawn ------------------------------------------------------------------------
 
