@@ -321,9 +321,9 @@ def markdown(cases, facts, config, runs):
         share = busy(row[2]) if metric == "datagrams_per_s" and row is not None else None
         load = row[2].get("load_busy") if metric == "datagrams_per_s" and row is not None else None
         if share is not None and share < 0.9:
-            note = f" (the server was {share * 100:.0f} % busy: the load generator, not the server, set this rate)"
-            if load is not None:
-                note = note[:-1] + f"; it was {load * 100:.0f} % busy)"
+            load_part = f"; it was {load * 100:.0f} % busy" if load is not None else ""
+            note = (f" (the server was {share * 100:.0f} % busy: the load generator, not the server, set this "
+                    f"rate{load_part})")
         lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× {against}: {verdict}{paired}{note}")
     failed = [r for r in runs if not run_ok(r)]
     if failed:
