@@ -41,8 +41,10 @@ public:
 
     /// The value in the current session or task; the default outside the server's loop.
     T get() const {
-        if (const auto* ctx = detail::current_context(); ctx != nullptr && ctx->vars) {
-            if (auto it = ctx->vars->find(this); it != ctx->vars->end()) return *static_cast<const T*>(it->second.get());
+        if (const auto* ctx = detail::current_context(); ctx != nullptr) {
+            if (const auto& vars = ctx->current_vars(); vars) {
+                if (auto it = vars->find(this); it != vars->end()) return *static_cast<const T*>(it->second.get());
+            }
         }
         return default_;
     }
@@ -51,7 +53,8 @@ public:
     /// std::logic_error outside a server's loop.
     void set(T value) {
         auto& ctx = detail::require_context("ContextVar::set()");
-        auto map = ctx.vars ? std::make_shared<detail::ContextMap>(*ctx.vars) : std::make_shared<detail::ContextMap>();
+        const auto& current = ctx.current_vars();
+        auto map = current ? std::make_shared<detail::ContextMap>(*current) : std::make_shared<detail::ContextMap>();
         (*map)[this] = std::make_shared<const T>(std::move(value));
         ctx.vars = std::move(map);
     }

@@ -78,7 +78,7 @@ void task_group_destroy(TaskGroupState* g) noexcept {
 
 void task_group_spawn(TaskGroupState* g, Task<> task) {
     ExecContext& ctx = require_context("TaskGroup::spawn()");
-    RootPromise* p = start_root(std::move(task), *ctx.shard, ctx.vars, &TaskGroupState::task_done, g);
+    RootPromise* p = start_root(std::move(task), *ctx.shard, ctx.current_vars(), &TaskGroupState::task_done, g);
     p->index = g->tasks.size();
     g->tasks.push_back(p);
     if (g->cancelled) p->ctx.cancelled = true;

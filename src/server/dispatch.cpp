@@ -256,7 +256,7 @@ void ServerShard::start_session(ClientState* c) noexcept {
     }
     p->client = c;
     p->ctx.shard = &shard;
-    p->ctx.vars = core.default_vars;
+    p->ctx.inherited_vars = &core.default_vars;  // set before serving, unchanged until every session has ended
     c->session = p;
     ++live_sessions;
     ServerStatsCounters::add(stats.sessions_started);

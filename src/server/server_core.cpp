@@ -39,7 +39,7 @@ struct RootRun {
         auto* self = static_cast<RootRun*>(p.user);
         self->done = true;
         self->error = p.error;
-        self->vars = p.ctx.vars;
+        self->vars = p.ctx.current_vars();
         self->promise = nullptr;
     }
 };

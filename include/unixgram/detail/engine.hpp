@@ -85,7 +85,15 @@ struct ExecContext {
     bool cancelled = false;
     std::uint8_t scope_count = 0;
     DeadlineScope scopes[kMaxScopes];
+    /// This context's own ContextVar values: a task's from its start, a session's once ContextVar::set() ran
+    /// in it. Until then a session reads the server's defaults through `inherited_vars`, which points at
+    /// them: no reference count to move per session, on a control block every shard would share.
     std::shared_ptr<const ContextMap> vars;
+    const std::shared_ptr<const ContextMap>* inherited_vars = nullptr;
+    /// The ContextVar values in effect (may be null: none set).
+    const std::shared_ptr<const ContextMap>& current_vars() const noexcept {
+        return vars || inherited_vars == nullptr ? vars : *inherited_vars;
+    }
 };
 
 /// Thrown out of a wait whose with_timeout scope expired; with_timeout turns its own into TimeoutError.
