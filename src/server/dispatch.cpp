@@ -256,7 +256,8 @@ void ServerShard::start_session(ClientState* c) noexcept {
     }
     p->client = c;
     p->ctx.shard = &shard;
-    p->ctx.inherited_vars = &core.default_vars;  // set before serving, unchanged until every session has ended
+    // default_vars is set once service_init has ended and is not written again while this run serves.
+    p->ctx.inherited_vars = &core.default_vars;
     c->session = p;
     ++live_sessions;
     ServerStatsCounters::add(stats.sessions_started);
