@@ -166,6 +166,67 @@ def paired_note(runs, case_id, server_id, ref_id, metric, limit, kind):
             f"{len(ratios)} rounds: {says}")
 
 
+AB_METRICS = [  # (metric, how the A/B line names it)
+    ("cpu_ns_per_datagram", "CPU per datagram"),
+    ("datagrams_per_s", "datagrams/s"),
+    ("p50_us", "p50"),
+    ("p99_us", "p99"),
+]
+
+
+def ab_estimate(runs, case_id, variant_id, base_id, metric):
+    """A twin against the same server without its tag (`<id>@<tag>` against `<id>`), round by round: (median,
+    interval or None, rounds, what it says), or None when no round has both. A difference is called only where the
+    whole interval lies on one side of 1.00."""
+    ratios = paired_ratios(runs, case_id, variant_id, base_id, metric)
+    if not ratios:
+        return None
+    mid = statistics.median(ratios)
+    interval = median_interval(ratios)
+    if interval is None:
+        says = "too few rounds for an interval"
+    elif interval[1] < 1.0:
+        says = "lower"
+    elif interval[0] > 1.0:
+        says = "higher"
+    else:
+        says = "no difference resolved"
+    return mid, interval, len(ratios), says
+
+
+def ab_lines(cases, runs):
+    """The A/B section: each twin (--twin-args, --compare) against its untagged server, paired by round."""
+    lines = []
+    for case_id, _, rows in cases:
+        present = {r[0]: r[1] for r in rows}
+        for server_id, label in present.items():
+            base_id = server_id.split("@", 1)[0]
+            if "@" not in server_id or base_id not in present:
+                continue
+            parts = []
+            for metric, name in AB_METRICS:
+                est = ab_estimate(runs, case_id, server_id, base_id, metric)
+                if est is None:
+                    continue
+                mid, interval, n, says = est
+                span = ""
+                if interval:
+                    span = (f", {interval[2] * 100:.0f} % interval {fmt_ratio(interval[0], 1.0)[:-1]}–"
+                            f"{fmt_ratio(interval[1], 1.0)}")
+                parts.append(f"{name} {fmt_ratio(mid, 1.0)}{span} over {n} rounds: {says}")
+            if parts:
+                lines.append(f"- {case_id}, {label} against {present[base_id]}: " + "; ".join(parts))
+    if not lines:
+        return []
+    return [
+        "",
+        "A/B (each twin against the same server without it, in the same rounds): the median of the per-round ratios "
+        "with a distribution-free interval; a difference is called lower or higher only where the whole interval "
+        "lies on one side of 1.00:",
+        "",
+    ] + lines
+
+
 def fmt_number(value, digits=0):
     if value is None:
         return "–"
@@ -325,6 +386,7 @@ def markdown(cases, facts, config, runs):
             note = (f" (the server was {share * 100:.0f} % busy: the load generator, not the server, set this "
                     f"rate{load_part})")
         lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× {against}: {verdict}{paired}{note}")
+    lines += ab_lines(cases, runs)
     failed = [r for r in runs if not run_ok(r)]
     if failed:
         lines.append("")

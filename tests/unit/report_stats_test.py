@@ -92,6 +92,47 @@ class PairedNote(unittest.TestCase):
         self.assertIn("too few for an interval", text)
 
 
+class TwinAB(unittest.TestCase):
+    """The A/B section: a twin (`<id>@<tag>`, from --twin-args or --compare) against its untagged server."""
+
+    def runs_with(self, ratios, twin="io_uring@args"):
+        runs = []
+        for rnd, ratio in enumerate(ratios, 1):
+            runs += [run("c", "baseline", rnd, 1000.0), run("c", "io_uring", rnd, 2000.0),
+                     run("c", twin, rnd, 2000.0 * ratio)]
+        for r in runs:
+            r["case_label"] = "case c"
+            r["server_label"] = {"io_uring": "io_uring", "baseline": "baseline"}.get(r["server"], "io_uring [twin]")
+        return runs
+
+    def section(self, runs):
+        return "\n".join(report.ab_lines(report.aggregate(runs), runs))
+
+    def test_a_twin_cheaper_in_every_round_is_called_lower(self):
+        text = self.section(self.runs_with([0.90 + 0.002 * i for i in range(15)]))
+        self.assertIn("io_uring [twin] against io_uring: CPU per datagram 0.91×", text)
+        self.assertIn("over 15 rounds: lower", text)
+
+    def test_a_twin_on_both_sides_of_its_server_is_no_difference(self):
+        text = self.section(self.runs_with([0.95 + 0.01 * i for i in range(15)]))  # 4th 0.98, 12th 1.06
+        self.assertIn("CPU per datagram 1.02×, 96 % interval 0.98–1.06× over 15 rounds: no difference resolved", text)
+
+    def test_the_ratio_is_against_the_untagged_server_not_the_baseline(self):
+        # The twin costs 1.6× the baseline but 0.80× its own server: the A/B says 0.80×.
+        text = self.section(self.runs_with([0.80] * 8))
+        self.assertIn("CPU per datagram 0.80×", text)
+
+    def test_few_rounds_give_the_median_without_a_verdict(self):
+        text = self.section(self.runs_with([0.9, 1.0, 1.1]))
+        self.assertIn("1.00× over 3 rounds: too few rounds for an interval", text)
+
+    def test_no_twin_no_section(self):
+        runs = [run("c", "baseline", 1, 1.0), run("c", "io_uring", 1, 1.0)]
+        for r in runs:
+            r["case_label"], r["server_label"] = "case c", r["server"]
+        self.assertEqual(report.ab_lines(report.aggregate(runs), runs), [])
+
+
 class FmtRatio(unittest.TestCase):
     def test_two_decimals_as_a_rule(self):
         self.assertEqual(report.fmt_ratio(1.0949, 1.00), "1.09×")
