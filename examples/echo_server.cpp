@@ -2,7 +2,7 @@
 // unixgram-echo: the demo server — echoes every datagram back to its sender, unchanged and in order.
 //
 //   unixgram-echo --path PATH [--mode OCTAL] [--unnamed ignore|warn|handle] [--shards N [--dedicated-receiver]]
-//                 [--log-level LEVEL] [--batch-all-replies] [--max-total-queued-bytes BYTES]
+//                 [--log-level LEVEL] [--batch-all-replies] [--post] [--max-total-queued-bytes BYTES]
 //
 // PATH "@name" is an abstract name, "" autobinds. Prints "listening on <address>" on stdout once the
 // socket answers; SIGINT/SIGTERM stop it (exit 0, socket file removed if still ours).
@@ -24,10 +24,16 @@ namespace {
 // PooledBytes: each request's copy comes from the loop thread's recycling pool, so serving allocates nothing.
 class EchoHandler : public unixgram::DatagramRequestHandler<unixgram::PooledBytes, unixgram::PooledBytes> {
 public:
-    explicit EchoHandler(spdlog::logger& log) : log_(log) {}
+    EchoHandler(spdlog::logger& log, bool post) : log_(log), post_(post) {}
 
     unixgram::Session<unixgram::PooledBytes> handle(unixgram::Client<unixgram::PooledBytes>& client) override {
         unixgram::PooledBytes request = co_yield unixgram::recv();
+        if (post_) {
+            // --post: the reply leaves with the loop turn's batch, nobody waits for it; the server counts and
+            // logs what the kernel refuses (ServerStats::send_errors, send_timeouts).
+            client.post_packet(request);
+            co_return;
+        }
         try {
             co_await client.send_packet(request);
         } catch (const std::system_error& e) {  // peer gone, unnamed peer: not the server's fault
@@ -39,6 +45,7 @@ public:
 
 private:
     spdlog::logger& log_;
+    bool post_;
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -64,6 +71,7 @@ int main(int argc, char** argv) {
     std::string level_text = "info";
     std::size_t max_total_queued_bytes = unixgram::ServerOptions{}.max_total_queued_bytes;
     bool batch_all_replies = false;
+    bool post = false;
     bool dedicated_receiver = false;
 
     CLI::App app{"unixgram-echo: echo server on a Unix datagram socket"};
@@ -84,6 +92,9 @@ int main(int argc, char** argv) {
                            : "expected a positive whole number of bytes, got '" + text + "'";
             },
             "BYTES"));
+    app.add_flag("--post", post,
+                 "reply with Client::post_packet (not awaited: a client's run of datagrams is answered in one "
+                 "turn, its replies sent together) instead of co_await send_packet");
     app.add_flag("--batch-all-replies", batch_all_replies,
                  "send every reply with the loop turn's batch, even one that holds up the same client's next "
                  "datagram (ServerOptions::early_replies = false)");
@@ -129,7 +140,7 @@ int main(int argc, char** argv) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    EchoHandler handler(*log);
+    EchoHandler handler(*log, post);
     try {
         unixgram::UnixDatagramServer server(*address, unixgram::PooledRawProtocol{}, handler, options);
         server.start();

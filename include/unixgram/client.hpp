@@ -94,6 +94,23 @@ public:
         return detail::SendAwaiter(op);
     }
 
+    /// Serializes `response` and queues it for this client with the loop turn's batch of posted replies,
+    /// without waiting for the kernel: the handler goes on at once, so a client's run of datagrams is
+    /// answered within one loop turn and its replies leave together (one `sendmmsg` for up to 64 posted
+    /// replies, on both backends). Throws what send_packet throws before its co_await (ClientClosedError,
+    /// the protocol's crash, EINVAL for an unnamed client, a call off the server's loop threads). What the
+    /// kernel says is not reported to the handler: a reply the peer's full queue refuses is retried with
+    /// backoff for up to ServerOptions::send_timeout, then dropped and counted in ServerStats::send_timeouts,
+    /// with every reply to that peer waiting behind it; any other refusal (peer gone) is counted in
+    /// send_errors; both are logged, rate-limited. At shutdown a reply still waiting for its retry is dropped
+    /// and counted in sends_abandoned. Replies posted to one peer leave in the order posted: behind a refused
+    /// one, the later ones wait.
+    void post_packet(const Resp& response) {
+        detail::SendOp* op = detail::send_acquire(state_);
+        detail::send_prepare(op, &response);
+        detail::send_post(op);
+    }
+
     /// The client's address (what it is bound to).
     const UnixAddress& peer_name() const noexcept { return detail::client_address(state_); }
     /// The server's own address.

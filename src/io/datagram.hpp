@@ -54,6 +54,8 @@ struct SendOp {
     bool queued = false;           ///< in the backend's batch, not yet handed to the kernel
     std::uint32_t queue_index = 0;  ///< its slot in that batch
     ClientState* client = nullptr;  ///< whose reply this is (null once abandoned)
+    bool posted = false;            ///< Client::post_packet(): nobody awaits it; the shard settles it
+    SendOp* posted_next = nullptr;  ///< behind it, a later posted reply to the same peer (a backlog)
     SendOp* next_free = nullptr;
 
     void prepare_msghdr() noexcept {

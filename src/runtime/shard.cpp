@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <new>
+#include <utility>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +28,8 @@ namespace {
 [[gnu::tls_model("initial-exec")]] thread_local std::uint64_t tls_scope_ids = 0;
 
 constexpr std::size_t kMaxFreeOps = 1024;
+/// Posted replies per sendmmsg (the kernel's UIO_MAXIOV allows 1024).
+constexpr std::size_t kPostedBatch = 64;
 constexpr std::size_t kPreallocatedOps = 256;
 constexpr std::size_t kPreallocatedBuffer = 512;
 constexpr std::size_t kPrewarmFrameBytes = 1024;
@@ -174,6 +179,10 @@ Shard::Shard(ServerCore& core, unsigned index, int socket_fd, const BackendConfi
     tls_shard = this;
     ready_.reserve(256);
     running_.reserve(256);
+    posted_batch_.reserve(256);
+    posted_flushing_.reserve(256);
+    posted_msgs_.reserve(kPostedBatch);
+    posted_backlogs_.reserve(16);
     deferred_.reserve(256);
     deferred_running_.reserve(256);
     // A warm slab of send ops with room for small replies: a new peak of replies in flight (up to
@@ -235,6 +244,7 @@ void Shard::attach(ServerShard* server) noexcept {
 
 void Shard::run_once(bool may_block) {
     // Wait first, run second: the caller checks its exit condition right after the work ran.
+    if (!posted_batch_.empty()) flush_posted();
     backend_.flush();  // may complete sends (epoll) and arm retry timers: before reading the deadline
     bool block = may_block && !has_ready_work();
     bool polled = false;
@@ -290,6 +300,8 @@ void Shard::release_op(SendOp* op) noexcept {
     unlink_blocked(op);
     op->client = nullptr;
     op->waiter = nullptr;
+    op->posted = false;
+    op->posted_next = nullptr;
     op->attempts = 0;
     op->in_kernel = false;
     if (pool_.count >= kMaxFreeOps) {
@@ -321,7 +333,14 @@ void Shard::retry_now(SendOp* op) noexcept {
     submit_send(op);
 }
 
-void Shard::retry_fire(TimerNode* n) noexcept { tls_shard->retry_now(static_cast<SendOp*>(n->owner)); }
+void Shard::retry_fire(TimerNode* n) noexcept {
+    auto* op = static_cast<SendOp*>(n->owner);
+    if (op->posted) {
+        tls_shard->retry_posted(op);
+    } else {
+        tls_shard->retry_now(op);
+    }
+}
 
 void Shard::on_send_complete(SendOp* op, int result) noexcept {
     op->in_kernel = false;
@@ -415,6 +434,143 @@ void Shard::send_early(SendOp* op) noexcept {
     const int result = send_one(core_.fd, *op);
     if (!is_refusal(result)) ServerStatsCounters::add(core_.stats[index_].replies_sent_early);
     on_send_complete(op, result);  // a refusal is retried with backoff, as from the batch
+}
+
+// ---- posted replies (Client::post_packet) -----------------------------------------------------------
+
+Shard::PostedBacklog* Shard::backlog_of(const SendOp& op) noexcept {
+    for (PostedBacklog& b : posted_backlogs_) {
+        const SendOp& h = *b.head;
+        if (h.dest_length == op.dest_length && std::memcmp(&h.dest, &op.dest, op.dest_length) == 0) return &b;
+    }
+    return nullptr;
+}
+
+void Shard::post(SendOp* op) noexcept {
+    if (PostedBacklog* b = backlog_of(*op); b != nullptr) {
+        b->tail->posted_next = op;  // behind the refused one: the peer gets them in the order posted
+        b->tail = op;
+        return;
+    }
+    try {
+        posted_batch_.push_back(op);
+    } catch (const std::bad_alloc&) {
+        ServerStatsCounters::add(core_.stats[index_].sends_abandoned);
+        if (server_ != nullptr) server_->on_posted_failure(*op, -ENOMEM);
+        release_op(op);
+    }
+}
+
+void Shard::settle_posted(SendOp* op, int result) noexcept {
+    count_send_result(result);
+    if (result < 0 && server_ != nullptr) server_->on_posted_failure(*op, result);
+    release_op(op);
+}
+
+void Shard::start_backlog(SendOp* op) noexcept {
+    ServerStatsCounters::add(core_.stats[index_].send_retries);
+    if (posting_closed_ || !refused(op)) {  // send_timeout 0, or the run is over: no retry
+        settle_posted(op, -ETIMEDOUT);
+        return;
+    }
+    try {
+        posted_backlogs_.push_back({op, op});
+    } catch (const std::bad_alloc&) {
+        // No room to keep later replies behind it: it is retried alone, and order may not hold for this peer.
+    }
+}
+
+void Shard::flush_posted() noexcept {
+    while (!posted_batch_.empty()) {
+        posted_flushing_.swap(posted_batch_);  // replies posted meanwhile go to the next round
+        std::vector<SendOp*>& ops = posted_flushing_;
+        std::size_t i = 0;
+        while (i < ops.size()) {
+            if (!posted_backlogs_.empty()) {
+                if (PostedBacklog* b = backlog_of(*ops[i]); b != nullptr) {  // refused earlier in this flush
+                    b->tail->posted_next = ops[i];
+                    b->tail = ops[i];
+                    ++i;
+                    continue;
+                }
+            }
+            // A run of replies to peers with no backlog, sent with one sendmmsg.
+            std::size_t n = 0;
+            posted_msgs_.clear();
+            while (i + n < ops.size() && n < kPostedBatch &&
+                   (posted_backlogs_.empty() || backlog_of(*ops[i + n]) == nullptr)) {
+                ops[i + n]->prepare_msghdr();
+                posted_msgs_.push_back(mmsghdr{ops[i + n]->msg, 0});
+                ++n;
+            }
+            long sent;
+            do {
+                sent = ::syscall(SYS_sendmmsg, core_.fd, posted_msgs_.data(), static_cast<unsigned>(n),
+                                 MSG_DONTWAIT | MSG_NOSIGNAL);
+            } while (sent < 0 && errno == EINTR);
+            if (sent < 0) {  // the first of the run failed; sendmmsg reports it only when it is the first
+                const int result = -errno;
+                SendOp* op = ops[i++];
+                if (is_refusal(result)) {
+                    start_backlog(op);
+                } else {
+                    settle_posted(op, result);
+                }
+                continue;
+            }
+            for (std::size_t k = 0; k < static_cast<std::size_t>(sent); ++k)
+                settle_posted(ops[i + k], static_cast<int>(posted_msgs_[k].msg_len));
+            i += static_cast<std::size_t>(sent);
+        }
+        ops.clear();  // keeps its capacity
+    }
+}
+
+void Shard::retry_posted(SendOp* op) noexcept {
+    // Its own backlog, unless there was no room for one (then it is retried alone).
+    PostedBacklog* b = backlog_of(*op);
+    if (b != nullptr && b->head != op) b = nullptr;
+    const int result = send_one(core_.fd, *op);
+    if (is_refusal(result)) {
+        ServerStatsCounters::add(core_.stats[index_].send_retries);
+        if (!posting_closed_ && refused(op)) return;  // the peer still reads nothing: the next retry
+        // send_timeout is up: the peer's queue stayed full, so every reply waiting behind this one goes too.
+        SendOp* behind = op->posted_next;
+        settle_posted(op, -ETIMEDOUT);
+        while (behind != nullptr) settle_posted(std::exchange(behind, behind->posted_next), -ETIMEDOUT);
+    } else {
+        // Sent, or refused for good: the replies behind it go out with the next flush, in their order (later
+        // posts to this peer joined the backlog, so none of them is in the batch ahead of these).
+        SendOp* behind = op->posted_next;
+        settle_posted(op, result);
+        while (behind != nullptr) {
+            SendOp* next = std::exchange(behind->posted_next, nullptr);
+            try {
+                posted_batch_.push_back(behind);
+            } catch (const std::bad_alloc&) {
+                ServerStatsCounters::add(core_.stats[index_].sends_abandoned);
+                release_op(behind);
+            }
+            behind = next;
+        }
+    }
+    if (b != nullptr) {  // settled: the peer has no backlog any more
+        *b = posted_backlogs_.back();
+        posted_backlogs_.pop_back();
+    }
+}
+
+void Shard::abandon_posted() noexcept {
+    flush_posted();
+    posting_closed_ = true;
+    for (PostedBacklog& b : posted_backlogs_) {
+        SendOp* op = b.head;
+        while (op != nullptr) {
+            ServerStatsCounters::add(core_.stats[index_].sends_abandoned);
+            release_op(std::exchange(op, op->posted_next));
+        }
+    }
+    posted_backlogs_.clear();
 }
 
 void Shard::on_datagram(RecvDatagram& d) noexcept {

@@ -61,6 +61,12 @@ public:
     void retry_now(SendOp* op) noexcept;
     void unlink_blocked(SendOp* op) noexcept;
     std::size_t ops_in_kernel() const noexcept { return ops_in_kernel_; }
+    /// Client::post_packet(): queues `op` (prepared, posted) for this turn's `sendmmsg` of posted replies, or
+    /// behind an earlier posted reply to the same peer that waits for its retry (per-peer order).
+    void post(SendOp* op) noexcept;
+    /// Teardown: sends what was posted, then drops every posted reply still waiting for a retry (counted in
+    /// sends_abandoned), so that nothing outlives the run.
+    void abandon_posted() noexcept;
 
     Backend& backend() noexcept { return backend_; }
     /// Thread-safe: interrupts a blocking wait.
@@ -119,6 +125,21 @@ private:
         ~OpPool();
     } pool_;
     std::size_t ops_in_kernel_ = 0;
+    /// Posted replies: this turn's batch, and per peer whose full queue refused one, that reply (waiting for
+    /// its retry timer) with the later ones to the same peer behind it.
+    struct PostedBacklog {
+        SendOp* head;
+        SendOp* tail;
+    };
+    std::vector<SendOp*> posted_batch_, posted_flushing_;
+    std::vector<mmsghdr> posted_msgs_;
+    std::vector<PostedBacklog> posted_backlogs_;
+    bool posting_closed_ = false;
+    void flush_posted() noexcept;
+    PostedBacklog* backlog_of(const SendOp& op) noexcept;
+    void start_backlog(SendOp* op) noexcept;
+    void retry_posted(SendOp* op) noexcept;
+    void settle_posted(SendOp* op, int result) noexcept;
     void count_send_result(int result) noexcept;
     /// A full peer refused `op`: arms its retry (backoff, bounded by send_timeout); false once that is up.
     bool refused(SendOp* op) noexcept;

@@ -145,6 +145,15 @@ bool send_submit(SendWait& w, std::coroutine_handle<> h) noexcept {
     return true;
 }
 
+void send_post(SendOp* op) noexcept {
+    // Not linked to the client state: the client may go idle (and be freed) while its reply waits for a retry,
+    // which then comes from its timer alone, not from the client's next datagram.
+    op->client = nullptr;
+    op->waiter = nullptr;
+    op->posted = true;
+    Shard::current()->post(op);
+}
+
 void send_finish(SendWait& w) {
     rethrow_wait_status(w.waiter);
     if (w.result >= 0) return;

@@ -65,6 +65,21 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
     if (d.control_truncated) ServerStatsCounters::add(stats.control_truncated);
 }
 
+void ServerShard::on_posted_failure(const SendOp& op, int result) noexcept {
+    try {
+        const UnixAddress peer =
+            UnixAddress::from_sockaddr(&op.dest, op.dest_length);
+        if (result == -ETIMEDOUT) {
+            posted_log.log(*core.log, spdlog::level::warn,
+                           "Dropped a posted reply to {}: its receive queue stayed full for send_timeout", peer);
+        } else {
+            posted_log.log(*core.log, spdlog::level::warn, "Dropped a posted reply to {}: {} (errno {})", peer,
+                           std::generic_category().message(-result), -result);
+        }
+    } catch (...) {  // formatting ran out of memory: the counter (send_timeouts or send_errors) has it
+    }
+}
+
 void ServerShard::on_receive_error(int error) noexcept {
     const bool in_a_row = receive_backoff_ != Clock::duration::zero() && received_so_far_ == received_at_last_error_;
     receive_backoff_ = in_a_row ? std::min(receive_backoff_ * 2, kMaxReceiveBackoff) : kFirstReceiveBackoff;

@@ -45,12 +45,15 @@ struct ServerShard {
     bool tearing_down = false;
     const bool early_replies;  ///< ServerOptions::early_replies
     TaskGroupState* background = nullptr;
-    RateLimitedLog unnamed_log, truncated_log, queue_full_log, receive_error_log;
+    RateLimitedLog unnamed_log, truncated_log, queue_full_log, receive_error_log, posted_log;
     /// Shard::on_receive_error (counted there): logs it (rate-limited) and stops receiving for a moment:
     /// kFirstReceiveBackoff, doubled for each failure with no datagram read since the one before, up to
     /// kMaxReceiveBackoff. A failure that persists (ENOMEM, say) would otherwise spin the loop: the socket
     /// stays readable and every read fails at once.
     void on_receive_error(int error) noexcept;
+    /// Shard::on_send_complete, for a Client::post_packet() reply the kernel refused for good (counted there):
+    /// logs it, rate-limited.
+    void on_posted_failure(const SendOp& op, int result) noexcept;
 
     // ---- receiving (shard 0) ----
     /// A datagram from the socket: counted, checked, then dispatched here or handed over.

@@ -194,6 +194,8 @@ struct SendWait {
     int result = 0;
 };
 bool send_submit(SendWait& w, std::coroutine_handle<> h) noexcept;  // false: completed already
+/// Client::post_packet(): queues a prepared op with the loop turn's batch; nobody waits for it.
+void send_post(SendOp* op) noexcept;
 void send_finish(SendWait& w);  // throws what the result means
 
 }  // namespace unixgram::detail
