@@ -59,6 +59,15 @@ public:
     }
 };
 
+/// The demo server's handler with `unixgram-echo --post`: the reply is posted, not awaited.
+class PostingPooledRawEcho : public DatagramRequestHandler<PooledBytes, PooledBytes> {
+public:
+    Session<PooledBytes> handle(Client<PooledBytes>& client) override {
+        PooledBytes request = co_yield recv();
+        client.post_packet(request);
+    }
+};
+
 /// Sends `rounds` rounds of one datagram per client and reads every reply, without allocating.
 bool echo_rounds(std::vector<RawClient>& clients, const UnixAddress& server, int rounds, int& mismatches) {
     Message out{}, in{};
@@ -112,6 +121,11 @@ TEST(ZeroAllocation, SteadyStateEchoAllocatesNothingPerDatagram) {
 // thread's pool rather than malloc.
 TEST(ZeroAllocation, PooledRawEchoAllocatesNothingPerDatagram) {
     expect_no_allocation_per_datagram<PooledRawEcho, PooledBytes>(1, PooledRawProtocol{});
+}
+
+// Client::post_packet: the posted replies' batch and its sendmmsg headers are reserved up front.
+TEST(ZeroAllocation, PostedRepliesAllocateNothingPerDatagram) {
+    expect_no_allocation_per_datagram<PostingPooledRawEcho, PooledBytes>(1, PooledRawProtocol{});
 }
 
 // With 4 shards, most datagrams cross a mailbox to a worker shard: the ring is fixed, the workers'
