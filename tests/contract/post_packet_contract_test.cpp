@@ -148,5 +148,35 @@ TEST(PostPacketContract, Shutdown_PostedRepliesWaitingForARetryAreCountedAsAband
     EXPECT_EQ(st.send_errors + st.send_timeouts, 0u);
 }
 
+/// Posts the request back and records what post_packet threw (it throws before anything is queued).
+class PostProbe : public DatagramRequestHandler<std::string, std::string> {
+public:
+    std::atomic<int> finished{0}, error_code{0};
+    Session<std::string> handle(Client<std::string>& client) override {
+        std::string request = co_yield recv();
+        try {
+            client.post_packet(request);
+        } catch (const std::system_error& e) {
+            error_code = e.code().value();
+        }
+        ++finished;
+    }
+};
+
+// H21 holds for posted replies too: an unnamed client cannot be answered, and post_packet says so at once
+// (EINVAL) instead of queuing a datagram the kernel would refuse; nothing is counted as sent or failed.
+TEST(PostPacketContract, H21_PostingToAnUnnamedClientThrowsEINVAL) {
+    PostProbe handler;
+    ServerOptions options;
+    options.unnamed_addresses = UnnamedAddresses::handle;
+    Server srv(handler, TextProtocol{}, options);
+    auto u = RawClient::unbound();
+    u.send(srv.address(), "hi");
+    ASSERT_TRUE(wait_until([&] { return handler.finished.load() == 1; })) << "the session never ended";
+    EXPECT_EQ(handler.error_code.load(), EINVAL);
+    const ServerStats st = srv.server().stats();
+    EXPECT_EQ(st.datagrams_sent + st.send_errors + st.send_timeouts + st.sends_abandoned, 0u);
+}
+
 }  // namespace
 }  // namespace unixgram::testing
