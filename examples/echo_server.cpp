@@ -31,7 +31,11 @@ public:
         if (post_) {
             // --post: the reply leaves with the loop turn's batch, nobody waits for it; the server counts and
             // logs what the kernel refuses (ServerStats::send_errors, send_timeouts).
-            client.post_packet(request);
+            try {
+                client.post_packet(request);
+            } catch (const std::system_error& e) {  // unnamed peer: not the server's fault
+                log_.warn("could not reply to {}: {}", client.peer_name().to_string(), e.what());
+            }
             co_return;
         }
         try {
