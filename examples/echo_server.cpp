@@ -28,18 +28,14 @@ public:
 
     unixgram::Session<unixgram::PooledBytes> handle(unixgram::Client<unixgram::PooledBytes>& client) override {
         unixgram::PooledBytes request = co_yield unixgram::recv();
-        if (post_) {
-            // --post: the reply leaves with the loop turn's batch, nobody waits for it; the server counts and
-            // logs what the kernel refuses (ServerStats::send_errors, send_timeouts).
-            try {
-                client.post_packet(request);
-            } catch (const std::system_error& e) {  // unnamed peer: not the server's fault
-                log_.warn("could not reply to {}: {}", client.peer_name().to_string(), e.what());
-            }
-            co_return;
-        }
         try {
-            co_await client.send_packet(request);
+            if (post_) {
+                // --post: the reply leaves with the loop turn's batch, nobody waits for it; the server counts
+                // and logs what the kernel refuses (ServerStats::send_errors, send_timeouts).
+                client.post_packet(request);
+            } else {
+                co_await client.send_packet(request);
+            }
         } catch (const std::system_error& e) {  // peer gone, unnamed peer: not the server's fault
             log_.warn("could not reply to {}: {}", client.peer_name().to_string(), e.what());
         } catch (const unixgram::TimeoutError& e) {

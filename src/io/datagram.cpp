@@ -3,7 +3,10 @@
 #include "io/datagram.hpp"
 
 #include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace unixgram::detail {
@@ -26,6 +29,17 @@ void decode_control(const msghdr& msg, RecvDatagram& d) noexcept {
             d.has_credentials = true;
         }
     }
+}
+
+long send_ops(int fd, SendOp* const* ops, std::size_t n, std::vector<mmsghdr>& msgs) noexcept {
+    msgs.resize(n);  // within the reserved capacity: no allocation per flush
+    for (std::size_t k = 0; k < n; ++k) msgs[k] = mmsghdr{ops[k]->msg, 0};
+    long sent;
+    do {
+        // The raw system call: glibc's sendmmsg() is a cancellation point; loop threads are never cancelled.
+        sent = ::syscall(SYS_sendmmsg, fd, msgs.data(), static_cast<unsigned>(n), MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    return sent >= 0 ? sent : -errno;
 }
 
 }  // namespace unixgram::detail

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "unixgram/buffer.hpp"
 #include "unixgram/detail/engine.hpp"
@@ -68,5 +69,10 @@ struct SendOp {
         msg.msg_iovlen = 1;
     }
 };
+
+/// One sendmmsg(2) of ops[0..n) on `fd` (MSG_DONTWAIT | MSG_NOSIGNAL, retried on EINTR), with each op's prepared
+/// msghdr copied into `msgs` (its capacity reused): how many the kernel took, their lengths in msgs[k].msg_len, or
+/// -errno when it refused the first (sendmmsg reports an error only for the first message of a call).
+long send_ops(int fd, SendOp* const* ops, std::size_t n, std::vector<mmsghdr>& msgs) noexcept;
 
 }  // namespace unixgram::detail

@@ -180,7 +180,6 @@ Shard::Shard(ServerCore& core, unsigned index, int socket_fd, const BackendConfi
     ready_.reserve(256);
     running_.reserve(256);
     posted_batch_.reserve(256);
-    posted_flushing_.reserve(256);
     posted_msgs_.reserve(kPostedBatch);
     posted_backlogs_.reserve(16);
     deferred_.reserve(256);
@@ -447,6 +446,7 @@ Shard::PostedBacklog* Shard::backlog_of(const SendOp& op) noexcept {
 }
 
 void Shard::post(SendOp* op) noexcept {
+    op->prepare_msghdr();
     if (PostedBacklog* b = backlog_of(*op); b != nullptr) {
         b->tail->posted_next = op;  // behind the refused one: the peer gets them in the order posted
         b->tail = op;
@@ -481,49 +481,38 @@ void Shard::start_backlog(SendOp* op) noexcept {
 }
 
 void Shard::flush_posted() noexcept {
-    while (!posted_batch_.empty()) {
-        posted_flushing_.swap(posted_batch_);  // replies posted meanwhile go to the next round
-        std::vector<SendOp*>& ops = posted_flushing_;
-        std::size_t i = 0;
-        while (i < ops.size()) {
-            if (!posted_backlogs_.empty()) {
-                if (PostedBacklog* b = backlog_of(*ops[i]); b != nullptr) {  // refused earlier in this flush
-                    b->tail->posted_next = ops[i];
-                    b->tail = ops[i];
-                    ++i;
-                    continue;
-                }
-            }
-            // A run of replies to peers with no backlog, sent with one sendmmsg.
-            std::size_t n = 0;
-            posted_msgs_.clear();
-            while (i + n < ops.size() && n < kPostedBatch &&
-                   (posted_backlogs_.empty() || backlog_of(*ops[i + n]) == nullptr)) {
-                ops[i + n]->prepare_msghdr();
-                posted_msgs_.push_back(mmsghdr{ops[i + n]->msg, 0});
-                ++n;
-            }
-            long sent;
-            do {
-                sent = ::syscall(SYS_sendmmsg, core_.fd, posted_msgs_.data(), static_cast<unsigned>(n),
-                                 MSG_DONTWAIT | MSG_NOSIGNAL);
-            } while (sent < 0 && errno == EINTR);
-            if (sent < 0) {  // the first of the run failed; sendmmsg reports it only when it is the first
-                const int result = -errno;
-                SendOp* op = ops[i++];
-                if (is_refusal(result)) {
-                    start_backlog(op);
-                } else {
-                    settle_posted(op, result);
-                }
+    // Nothing posts while this runs (settling resumes no coroutine), so the batch is walked in place.
+    std::vector<SendOp*>& ops = posted_batch_;
+    std::size_t i = 0;
+    while (i < ops.size()) {
+        if (!posted_backlogs_.empty()) {
+            if (PostedBacklog* b = backlog_of(*ops[i]); b != nullptr) {  // its peer refused one earlier
+                b->tail->posted_next = ops[i];
+                b->tail = ops[i];
+                ++i;
                 continue;
             }
-            for (std::size_t k = 0; k < static_cast<std::size_t>(sent); ++k)
-                settle_posted(ops[i + k], static_cast<int>(posted_msgs_[k].msg_len));
-            i += static_cast<std::size_t>(sent);
         }
-        ops.clear();  // keeps its capacity
+        // A run of replies to peers with no backlog (ops[i] has none), sent with one sendmmsg.
+        std::size_t n = 1;
+        while (i + n < ops.size() && n < kPostedBatch &&
+               (posted_backlogs_.empty() || backlog_of(*ops[i + n]) == nullptr))
+            ++n;
+        const long sent = send_ops(core_.fd, ops.data() + i, n, posted_msgs_);
+        if (sent < 0) {
+            SendOp* op = ops[i++];
+            if (is_refusal(static_cast<int>(sent))) {
+                start_backlog(op);
+            } else {
+                settle_posted(op, static_cast<int>(sent));
+            }
+            continue;
+        }
+        for (std::size_t k = 0; k < static_cast<std::size_t>(sent); ++k)
+            settle_posted(ops[i + k], static_cast<int>(posted_msgs_[k].msg_len));
+        i += static_cast<std::size_t>(sent);
     }
+    ops.clear();  // keeps its capacity
 }
 
 void Shard::retry_posted(SendOp* op) noexcept {

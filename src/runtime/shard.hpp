@@ -131,7 +131,7 @@ private:
         SendOp* head;
         SendOp* tail;
     };
-    std::vector<SendOp*> posted_batch_, posted_flushing_;
+    std::vector<SendOp*> posted_batch_;
     std::vector<mmsghdr> posted_msgs_;
     std::vector<PostedBacklog> posted_backlogs_;
     bool posting_closed_ = false;

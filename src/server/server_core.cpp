@@ -171,7 +171,6 @@ void ServerCore::run_worker(unsigned index) {
         // Client copies may still be held by service_init's resources: free the clients after its unwinding.
         while (phase.load(std::memory_order_acquire) != kFinishing) sh.run_once(true);
         ss.teardown_clients();
-        sh.abandon_posted();
         while (sh.ops_in_kernel() > 0 && Clock::now() < limit + kTeardownLimit) sh.run_once(true);
     } catch (...) {
         std::lock_guard lock(mutex);
@@ -336,7 +335,6 @@ void ServerCore::serve() {
         wake_all_locked();
     }
     ss.teardown_clients();
-    sh.abandon_posted();
     while (sh.ops_in_kernel() > 0 && Clock::now() < limit + kTeardownLimit) sh.run_once(true);
     stop_workers();
     log->info("Server stopped");

@@ -66,9 +66,9 @@ void ServerShard::count_received(const RecvDatagram& d) noexcept {
 }
 
 void ServerShard::on_posted_failure(const SendOp& op, int result) noexcept {
+    if (!core.log->should_log(spdlog::level::warn)) return;  // the counter has it; format nothing
     try {
-        const UnixAddress peer =
-            UnixAddress::from_sockaddr(&op.dest, op.dest_length);
+        const UnixAddress peer = UnixAddress::from_sockaddr(&op.dest, op.dest_length);
         if (result == -ETIMEDOUT) {
             posted_log.log(*core.log, spdlog::level::warn,
                            "Dropped a posted reply to {}: its receive queue stayed full for send_timeout", peer);
@@ -355,6 +355,7 @@ void ServerShard::teardown_clients() noexcept {
         }
     });
     clients.clear();
+    shard.abandon_posted();  // posted replies hold no client, but none may outlive the run either
     total_queued_bytes = 0;
     if (pause_reported_) {
         core.pause_requests.fetch_sub(1, std::memory_order_relaxed);

@@ -110,6 +110,8 @@ struct ServerShard {
     /// Cancels every session and background task of this shard (the start of teardown).
     void cancel_all() noexcept;
     bool has_live_work() const noexcept;
+    /// Frees every client (dropping what is still queued, counted) and the posted replies still waiting for a
+    /// retry (Shard::abandon_posted).
     void teardown_clients() noexcept;
     static void restart_client(void* arg);
     /// Takes over the references of Client copies dropped off this shard's loop thread (client_unref), once

@@ -122,20 +122,14 @@ void EpollBackend::flush_sends() noexcept {
         std::size_t i = 0;
         while (i < batch.size()) {
             const std::size_t n = std::min(kBatch, batch.size() - i);
-            send_msgs_.resize(n);
-            for (std::size_t k = 0; k < n; ++k) send_msgs_[k] = mmsghdr{batch[i + k]->msg, 0};
             // MSG_DONTWAIT: a full peer answers EAGAIN, which the shard retries with backoff.
-            // The raw system call, as for recvmmsg.
-            const int sent = static_cast<int>(::syscall(SYS_sendmmsg, socket_fd_, send_msgs_.data(),
-                                                        static_cast<unsigned>(n), MSG_DONTWAIT | MSG_NOSIGNAL));
+            const long sent = send_ops(socket_fd_, batch.data() + i, n, send_msgs_);
             if (sent < 0) {
-                const int e = errno;
-                if (e == EINTR) continue;
-                shard_.on_send_complete(batch[i], -e);  // the first message failed; go on after it
+                shard_.on_send_complete(batch[i], static_cast<int>(sent));  // the first failed; go on after it
                 ++i;
                 continue;
             }
-            for (int k = 0; k < sent; ++k)
+            for (std::size_t k = 0; k < static_cast<std::size_t>(sent); ++k)
                 shard_.on_send_complete(batch[i + k], static_cast<int>(send_msgs_[k].msg_len));
             i += static_cast<std::size_t>(sent);
         }
