@@ -3,14 +3,19 @@
 // leaves in the order posted, also past a refusal; a reply the client's full queue refuses is retried (H23's EAGAIN rule, as for
 // send_packet) and never lost silently: given up after send_timeout it is counted in send_timeouts, refused for
 // good (peer gone) it is counted in send_errors, and either is logged; at shutdown a reply still waiting for its
-// retry is counted in sends_abandoned. Real sockets, both backends, and with 4 shards (the *_sharded run).
+// retry is counted in sends_abandoned. What it throws is what send_packet throws before its co_await (H20 closed
+// client, H21 unnamed client, H22 the protocol's crash), and then nothing is queued. Real sockets, both backends,
+// and with 4 shards (the *_sharded run).
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "contract/errors.hpp"
 #include "contract/session_waits.hpp"
 
 namespace unixgram::testing {
@@ -207,6 +212,97 @@ TEST(PostPacketContract, H21_PostingToAnUnnamedClientThrowsEINVAL) {
     EXPECT_EQ(handler.error_code.load(), EINVAL);
     const ServerStats st = srv.server().stats();
     EXPECT_EQ(st.datagrams_sent + st.send_errors + st.send_timeouts + st.sends_abandoned, 0u);
+}
+
+// H22 holds for posted replies too: a response the protocol cannot serialize throws RuntimeError (nesting the
+// protocol's exception) from post_packet itself, and nothing is queued, not even an empty datagram.
+class PostCrashHandler : public DatagramRequestHandler<std::string, std::string> {
+public:
+    Session<std::string> handle(Client<std::string>& client) override {
+        std::string request = co_yield recv();
+        std::string report = "no exception";
+        try {
+            client.post_packet("crash");
+        } catch (const std::runtime_error& e) {
+            report = std::string("RuntimeError: ") + e.what() + " (caused by " + nested_what(e) + ")";
+        }
+        client.post_packet(report);
+    }
+};
+
+TEST(PostPacketContract, H22_AResponseTheProtocolCannotSerializeThrowsAndQueuesNothing) {
+    PostCrashHandler handler;
+    ProbeProtocol protocol;
+    Probe srv(handler, protocol);
+    auto c = srv.client();
+    c.send(srv.address(), "go");
+    EXPECT_EQ(c.recv(), "RuntimeError: protocol.make_datagram() crashed (caused by CRASH)")
+        << "the failed reply must not reach the client, not even empty";
+    EXPECT_TRUE(wait_until([&] { return srv.server().stats().datagrams_sent == 1u; }));
+    EXPECT_EQ(protocol.make_calls->load(), 2);
+    EXPECT_EQ(c.recv(300ms), std::nullopt);
+    const ServerStats st = srv.server().stats();
+    EXPECT_EQ(st.datagrams_sent, 1u);
+    EXPECT_EQ(st.send_errors + st.send_timeouts + st.sends_abandoned, 0u);
+    EXPECT_EQ(srv.log().count_at_least(spdlog::level::warn), 0u) << srv.log().dump();
+}
+
+// H20 holds for posted replies too: once serving has ended, posting through a kept Client copy (from an
+// ExitStack callback of service_init) throws ClientClosedError before the response is serialized.
+class LatePostHandler : public DatagramRequestHandler<std::string, std::string> {
+public:
+    std::atomic<int> late_attempts{0};
+    std::atomic<int> make_calls_at_late_post{-1};
+    std::mutex mutex;
+    std::string late_error;
+    std::shared_ptr<std::atomic<int>> make_calls;
+
+    Task<> service_init(ExitStack& stack, unixgram::Server&) override {
+        stack.push_async([this] { return post_late(); });
+        co_return;
+    }
+    Session<std::string> handle(Client<std::string>& client) override {
+        std::string request = co_yield recv();
+        if (!kept_) kept_.emplace(client);
+        client.post_packet(request);
+    }
+
+private:
+    Task<> post_late() {
+        if (!kept_) co_return;
+        ++late_attempts;
+        try {
+            kept_->post_packet("too late");
+        } catch (const ClientClosedError& e) {
+            std::lock_guard lock(mutex);
+            late_error = e.what();
+        }
+        make_calls_at_late_post = make_calls->load();
+        kept_.reset();  // Client copies must not outlive the run on the loop thread
+        co_return;
+    }
+    std::optional<Client<std::string>> kept_;
+};
+
+TEST(PostPacketContract, H20_PostingAfterServingEndedThrowsClientClosedErrorBeforeSerializing) {
+    LatePostHandler handler;
+    ProbeProtocol protocol;
+    handler.make_calls = protocol.make_calls;
+    Probe srv(handler, protocol);
+    auto c = srv.client();
+    c.send(srv.address(), "hello");
+    ASSERT_EQ(c.recv(), "hello");
+    srv.server().stop();
+    ASSERT_EQ(handler.late_attempts.load(), 1);
+    {
+        std::lock_guard lock(handler.mutex);
+        EXPECT_EQ(handler.late_error, "Closed client");
+    }
+    EXPECT_EQ(handler.make_calls_at_late_post.load(), 1) << "ClientClosedError comes before serializing";
+    EXPECT_EQ(c.recv(300ms), std::nullopt);
+    const ServerStats st = srv.server().stats();
+    EXPECT_EQ(st.datagrams_sent, 1u);
+    EXPECT_EQ(st.send_errors + st.send_timeouts + st.sends_abandoned, 0u);
 }
 
 }  // namespace
