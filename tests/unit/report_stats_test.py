@@ -133,6 +133,27 @@ class TwinAB(unittest.TestCase):
         self.assertEqual(report.ab_lines(report.aggregate(runs), runs), [])
 
 
+class PostTargets(unittest.TestCase):
+    """unixgram-echo --post (io_uring-post, epoll-post) gets the CPU targets where it ran, and no line elsewhere."""
+
+    def text(self, servers):
+        runs = [run("16x32-64B", s, rnd, 1000.0) for rnd in range(1, 4) for s in servers]
+        for r in runs:
+            r["case_label"], r["server_label"] = "16 × 32", r["server"]
+        return report.markdown(report.aggregate(runs), {}, {}, runs)
+
+    def test_the_post_servers_are_held_to_their_backends_targets(self):
+        text = self.text(["baseline", "io_uring", "epoll", "io_uring-post", "epoll-post"])
+        self.assertIn("- 16x32-64B, io_uring-post: cpu_ns_per_datagram ≤ 1.00× the baseline", text)
+        self.assertIn("- 16x32-64B, epoll-post: cpu_ns_per_datagram ≤ 1.10× the baseline", text)
+        self.assertIn("- 16x32-64B, io_uring-post: datagrams_per_s ≥ 1.00× the baseline", text)
+
+    def test_no_post_server_no_post_target(self):
+        text = self.text(["baseline", "io_uring", "epoll"])
+        self.assertIn("- 16x32-64B, io_uring: cpu_ns_per_datagram ≤ 1.00× the baseline", text)
+        self.assertNotIn("-post", text)
+
+
 class FmtRatio(unittest.TestCase):
     def test_two_decimals_as_a_rule(self):
         self.assertEqual(report.fmt_ratio(1.0949, 1.00), "1.09×")
