@@ -49,4 +49,24 @@ struct ProbeProtocol {
 static_assert(DatagramProtocol<ProbeProtocol, std::string, std::string>);
 using Probe = RunningServer<std::string, std::string, ProbeProtocol>;
 
+/// H22's scenario, for a handler that replies "crash" (which ProbeProtocol cannot serialize), catches what that
+/// threw, and replies with a report of it: the client gets the report and nothing else, not even an empty
+/// datagram, and nothing is logged. Returns the server's stats at the end.
+inline ServerStats run_serialize_crash_scenario(DatagramRequestHandler<std::string, std::string>& handler) {
+    ProbeProtocol protocol;
+    Probe srv(handler, protocol);
+    auto c = srv.client();
+
+    c.send(srv.address(), "go");
+
+    EXPECT_EQ(c.recv(), "RuntimeError: protocol.make_datagram() crashed (caused by CRASH)")
+        << "the failed reply must not reach the client, not even empty";
+    EXPECT_TRUE(wait_until([&] { return srv.server().stats().datagrams_sent == 1; }));
+    EXPECT_EQ(protocol.make_calls->load(), 2);
+    EXPECT_EQ(c.recv(300ms), std::nullopt);
+    EXPECT_EQ(srv.server().stats().datagrams_sent, 1u);
+    EXPECT_EQ(srv.log().count_at_least(spdlog::level::warn), 0u) << srv.log().dump();
+    return srv.server().stats();
+}
+
 }  // namespace unixgram::testing

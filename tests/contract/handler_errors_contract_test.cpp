@@ -318,19 +318,7 @@ public:
 
 TEST(ErrorsContract, H22_MakeDatagramCrashRaisesRuntimeErrorAndSendsNothing) {
     SerializeCrashHandler handler;
-    ProbeProtocol protocol;
-    Probe srv(handler, protocol);
-    auto c = srv.client();
-
-    c.send(srv.address(), "go");
-
-    EXPECT_EQ(c.recv(), "RuntimeError: protocol.make_datagram() crashed (caused by CRASH)")
-        << "the failed reply must not reach the client, not even empty";
-    EXPECT_TRUE(wait_until([&] { return srv.server().stats().datagrams_sent == 1; }));
-    EXPECT_EQ(protocol.make_calls->load(), 2);
-    EXPECT_EQ(c.recv(300ms), std::nullopt);
-    EXPECT_EQ(srv.server().stats().datagrams_sent, 1u);
-    EXPECT_EQ(srv.log().count_at_least(spdlog::level::warn), 0u) << srv.log().dump();
+    run_serialize_crash_scenario(handler);
 }
 
 // ---- H23: the send path ------------------------------------------------------------------------------------
