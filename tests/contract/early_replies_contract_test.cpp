@@ -7,6 +7,7 @@
 #include <atomic>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "contract/lifecycle.hpp"
 #include "contract/session_waits.hpp"
@@ -164,7 +165,41 @@ void batch_run(bool early, unsigned shards) {
     }
 }
 
+// Several clients' runs, interleaved in one receive batch (c0 a0, c1 a0, ..., c0 a1, c1 a1, ...): each client's
+// second datagram finds its session waiting for a reply in the turn's batch. Every client gets its replies in
+// order (H27), nothing is dropped, and at most one reply per client (the first) goes ahead of the batch.
+void interleaved_runs(bool early, unsigned shards) {
+    constexpr int kClients = 4, kRun = 2;  // 8 datagrams: below net.unix.max_dgram_qlen's default (10)
+    Echo handler;
+    IdleServer srv(handler, std::nullopt, options_with(early, shards));
+    srv.server().activate();
+    std::vector<RawClient> clients;
+    for (int k = 0; k < kClients; ++k) clients.push_back(srv.client());
+    for (int i = 0; i < kRun; ++i)
+        for (auto& c : clients) c.send(srv.server().address(), "a" + std::to_string(i));
+    srv.server().start();
+
+    for (int k = 0; k < kClients; ++k) {
+        SCOPED_TRACE("client " + std::to_string(k));
+        expect_replies_in_order(clients[k], kRun);
+    }
+    srv.server().stop();  // every completion reaped: the counts are final
+    const ServerStats st = srv.server().stats();
+    EXPECT_EQ(st.datagrams_sent, std::uint64_t{kClients * kRun});
+    EXPECT_EQ(st.dropped_total(), 0u);
+    if (early) {
+        EXPECT_LE(st.replies_sent_early, std::uint64_t{kClients * (kRun - 1)}) << "a last reply has nothing behind it";
+    } else {
+        EXPECT_EQ(st.replies_sent_early, 0u);
+    }
+}
+
 TEST(EarlyRepliesContract, H27_ARunReadInOneBatchIsAnsweredInOrder) { batch_run(true, 1); }
+TEST(EarlyRepliesContract, H27_InterleavedRunsOfSeveralClientsAreAnsweredInOrder) { interleaved_runs(true, 1); }
+TEST(EarlyRepliesContract, H27_InterleavedRunsOfSeveralClientsAreAnsweredInOrder_4Shards) {
+    interleaved_runs(true, 4);
+}
+TEST(EarlyRepliesContract, H27_Off_InterleavedRunsOfSeveralClientsAreAnsweredInOrder) { interleaved_runs(false, 1); }
 TEST(EarlyRepliesContract, H27_ARunReadInOneBatchIsAnsweredInOrder_4Shards) { batch_run(true, 4); }
 TEST(EarlyRepliesContract, H27_Off_ARunReadInOneBatchIsAnsweredInOrder) { batch_run(false, 1); }
 
