@@ -75,4 +75,18 @@ struct SendOp {
 /// -errno when it refused the first (sendmmsg reports an error only for the first message of a call).
 long send_ops(int fd, SendOp* const* ops, std::size_t n, std::vector<mmsghdr>& msgs) noexcept;
 
+/// One send_ops() of ops[0..n), each op the kernel answered reported to `settle(op, result)` in order: bytes sent, or
+/// -errno for the first when it refused that one. Returns how many it answered (at least one), where the next call
+/// starts.
+template <class Settle>
+std::size_t send_some(int fd, SendOp* const* ops, std::size_t n, std::vector<mmsghdr>& msgs, Settle&& settle) noexcept {
+    const long sent = send_ops(fd, ops, n, msgs);
+    if (sent < 0) {
+        settle(ops[0], static_cast<int>(sent));  // sendmmsg reports only the first failure: go on after it
+        return 1;
+    }
+    for (std::size_t k = 0; k < static_cast<std::size_t>(sent); ++k) settle(ops[k], static_cast<int>(msgs[k].msg_len));
+    return static_cast<std::size_t>(sent);
+}
+
 }  // namespace unixgram::detail

@@ -448,8 +448,7 @@ Shard::PostedBacklog* Shard::backlog_of(const SendOp& op) noexcept {
 void Shard::post(SendOp* op) noexcept {
     op->prepare_msghdr();
     if (PostedBacklog* b = backlog_of(*op); b != nullptr) {
-        b->tail->posted_next = op;  // behind the refused one: the peer gets them in the order posted
-        b->tail = op;
+        append(*b, op);  // behind the refused one: the peer gets them in the order posted
         return;
     }
     try {
@@ -487,9 +486,7 @@ void Shard::flush_posted() noexcept {
     while (i < ops.size()) {
         if (!posted_backlogs_.empty()) {
             if (PostedBacklog* b = backlog_of(*ops[i]); b != nullptr) {  // its peer refused one earlier
-                b->tail->posted_next = ops[i];
-                b->tail = ops[i];
-                ++i;
+                append(*b, ops[i++]);
                 continue;
             }
         }
@@ -498,19 +495,13 @@ void Shard::flush_posted() noexcept {
         while (i + n < ops.size() && n < kPostedBatch &&
                (posted_backlogs_.empty() || backlog_of(*ops[i + n]) == nullptr))
             ++n;
-        const long sent = send_ops(core_.fd, ops.data() + i, n, posted_msgs_);
-        if (sent < 0) {
-            SendOp* op = ops[i++];
-            if (is_refusal(static_cast<int>(sent))) {
+        i += send_some(core_.fd, ops.data() + i, n, posted_msgs_, [this](SendOp* op, int result) {
+            if (is_refusal(result)) {
                 start_backlog(op);
             } else {
-                settle_posted(op, static_cast<int>(sent));
+                settle_posted(op, result);
             }
-            continue;
-        }
-        for (std::size_t k = 0; k < static_cast<std::size_t>(sent); ++k)
-            settle_posted(ops[i + k], static_cast<int>(posted_msgs_[k].msg_len));
-        i += static_cast<std::size_t>(sent);
+        });
     }
     ops.clear();  // keeps its capacity
 }
@@ -538,6 +529,7 @@ void Shard::retry_posted(SendOp* op) noexcept {
                 posted_batch_.push_back(behind);
             } catch (const std::bad_alloc&) {
                 ServerStatsCounters::add(core_.stats[index_].sends_abandoned);
+                if (server_ != nullptr) server_->on_posted_failure(*behind, -ENOMEM);
                 release_op(behind);
             }
             behind = next;

@@ -137,6 +137,10 @@ private:
     bool posting_closed_ = false;
     void flush_posted() noexcept;
     PostedBacklog* backlog_of(const SendOp& op) noexcept;
+    static void append(PostedBacklog& b, SendOp* op) noexcept {
+        b.tail->posted_next = op;
+        b.tail = op;
+    }
     void start_backlog(SendOp* op) noexcept;
     void retry_posted(SendOp* op) noexcept;
     void settle_posted(SendOp* op, int result) noexcept;

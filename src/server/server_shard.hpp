@@ -51,8 +51,8 @@ struct ServerShard {
     /// kMaxReceiveBackoff. A failure that persists (ENOMEM, say) would otherwise spin the loop: the socket
     /// stays readable and every read fails at once.
     void on_receive_error(int error) noexcept;
-    /// Shard::on_send_complete, for a Client::post_packet() reply the kernel refused for good (counted there):
-    /// logs it, rate-limited.
+    /// Shard, for a Client::post_packet() reply it dropped (refused for good, send_timeout up, or no memory to keep
+    /// it; counted there): logs it, rate-limited.
     void on_posted_failure(const SendOp& op, int result) noexcept;
 
     // ---- receiving (shard 0) ----

@@ -123,15 +123,8 @@ void EpollBackend::flush_sends() noexcept {
         while (i < batch.size()) {
             const std::size_t n = std::min(kBatch, batch.size() - i);
             // MSG_DONTWAIT: a full peer answers EAGAIN, which the shard retries with backoff.
-            const long sent = send_ops(socket_fd_, batch.data() + i, n, send_msgs_);
-            if (sent < 0) {
-                shard_.on_send_complete(batch[i], static_cast<int>(sent));  // the first failed; go on after it
-                ++i;
-                continue;
-            }
-            for (std::size_t k = 0; k < static_cast<std::size_t>(sent); ++k)
-                shard_.on_send_complete(batch[i + k], static_cast<int>(send_msgs_[k].msg_len));
-            i += static_cast<std::size_t>(sent);
+            i += send_some(socket_fd_, batch.data() + i, n, send_msgs_,
+                           [this](SendOp* op, int result) { shard_.on_send_complete(op, result); });
         }
         batch.clear();  // keeps its capacity: no allocation per flush
     }
