@@ -6,9 +6,13 @@
 Usage: report.py --runs RUNS.jsonl --out PREFIX [--fact KEY=VALUE ...] [--config KEY=VALUE ...]
        report.py --from-json PREFIX.json --out PREFIX2   (again, from a report's JSON: e.g. the plot of a run
                                                            made on a machine without gnuplot)
+       report.py --kernel-share PERF_REPORT.txt         (benchmarks/run --profile: the kernel's share of the
+                                                           samples in `perf report --sort dso --stdio -q`'s listing)
 
 RUNS.jsonl holds one object per run: {"case", "case_label", "server", "server_label", "round", "bench_exit",
-"server_exit", "result"}, where "result" is unixgram-bench's --json object (null if it printed none).
+"server_exit", "kernel_share", "result"}, where "result" is unixgram-bench's --json object (null if it printed
+none) and "kernel_share" the share of the server's perf samples taken in the kernel (--profile; null or absent
+otherwise).
 Writes PREFIX.md (also printed), PREFIX.json and PREFIX.png (with gnuplot, when it is installed).
 Medians, never means: one run disturbed by another process must not move the result.
 """
@@ -32,7 +36,36 @@ METRICS = {  # key -> (how to read it from a bench result, higher is better)
     "p999_us": (lambda r: r["latency_us"]["p999"], False),
     # The load generator's own CPU share (unixgram-bench's load_busy; absent from older runs).
     "load_busy": (lambda r: r.get("load_busy"), False),
+    # benchmarks/run --profile: the server's CPU per datagram split by perf's samples into kernel and user space.
+    "kernel_ns_per_datagram": (lambda r: split_cpu(r, True), False),
+    "user_ns_per_datagram": (lambda r: split_cpu(r, False), False),
 }
+
+
+def kernel_share(perf_report_text):
+    """The share (0..1) of a `perf report --sort dso --stdio -q` listing's samples taken in the kernel, or None when
+    it lists none. Lines read "  90.74%  [kernel.kallsyms]"; a guest kernel's DSO is "[kernel.vmlinux]"."""
+    total = kernel = 0.0
+    for line in perf_report_text.splitlines():
+        fields = line.split(None, 1)
+        if len(fields) != 2 or not fields[0].endswith("%"):
+            continue
+        try:
+            pct = float(fields[0][:-1])
+        except ValueError:
+            continue
+        total += pct
+        if fields[1].strip().startswith("[kernel"):
+            kernel += pct
+    return kernel / total if total > 0 else None
+
+
+def split_cpu(result, kernel):
+    """The kernel's (or user space's) part of the server's CPU per datagram, where the run was profiled."""
+    share = result.get("kernel_share")
+    if share is None:
+        return None
+    return result["server_cpu_ns_per_datagram"] * (share if kernel else 1 - share)
 
 # Issue 3's targets (stricter than DESIGN.md §8 for ping-pong), as (case, server, metric, limit on the ratio,
 # "max" or "min", reference): the reference is the baseline of the same case, another server of the same case
@@ -80,6 +113,14 @@ def load_runs(path):
     return runs
 
 
+def result_of(run):
+    """The run's unixgram-bench result, with the run's kernel share (benchmarks/run --profile) where it has one."""
+    r = run["result"]
+    if r is not None and run.get("kernel_share") is not None:
+        r = {**r, "kernel_share": run["kernel_share"]}
+    return r
+
+
 def run_ok(run):
     r = run["result"]
     return run["bench_exit"] == 0 and run["server_exit"] == 0 and r is not None and r.get("ok") is True
@@ -97,7 +138,7 @@ def aggregate(runs):
         rows = []
         medians_of = {}
         for server_id, server in case["servers"].items():
-            good = [r["result"] for r in server["runs"] if run_ok(r)]
+            good = [result_of(r) for r in server["runs"] if run_ok(r)]
             samples = {m: [read(r) for r in good if read(r) is not None] for m, (read, _) in METRICS.items()}
             medians = {m: statistics.median(v) if v else None for m, v in samples.items()}
             medians_of[server_id] = medians
@@ -114,7 +155,7 @@ def paired_ratios(runs, case_id, server_id, ref_id, metric):
     round run back to back, so a drift of the machine's speed between rounds (a noisy neighbour on a VM) cancels
     out of these ratios, which it does not out of a ratio of medians taken over different rounds."""
     read = METRICS[metric][0]
-    results = {(r["case"], r["server"], r["round"]): r["result"] for r in runs if run_ok(r)}
+    results = {(r["case"], r["server"], r["round"]): result_of(r) for r in runs if run_ok(r)}
     ratios = []
     for (case, server, rnd), result in sorted(results.items(), key=lambda kv: kv[0][2]):
         if case != case_id or server != server_id:
@@ -231,6 +272,71 @@ def ab_lines(cases, runs):
         "lies on one side of 1.00:",
         "",
     ] + lines
+
+
+def profile_lines(cases, runs):
+    """benchmarks/run --profile: each server's CPU per datagram split into kernel and user space, and, paired by
+    round against the baseline, the kernel's ratio and how much user space adds, as a share of the baseline's CPU."""
+    lines = []
+    for case_id, case_label, rows in cases:
+        profiled = [r for r in rows if r[2].get("kernel_ns_per_datagram") is not None]
+        if not profiled:
+            continue
+        lines += ["", f"Where the CPU goes ({case_label}): perf samples of each server over its measured interval.", ""]
+        lines.append("| server | server CPU ns/datagram | kernel ns/datagram | user ns/datagram | kernel share |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for server_id, label, med, ratio, *_ in profiled:
+            share = med["kernel_ns_per_datagram"] / med["cpu_ns_per_datagram"] if med["cpu_ns_per_datagram"] else None
+            lines.append(
+                f"| {label} | {fmt_cell(med['cpu_ns_per_datagram'], ratio['cpu_ns_per_datagram'], 0, server_id)} | "
+                f"{fmt_cell(med['kernel_ns_per_datagram'], ratio['kernel_ns_per_datagram'], 0, server_id)} | "
+                f"{fmt_cell(med['user_ns_per_datagram'], ratio['user_ns_per_datagram'], 0, server_id)} | "
+                f"{f'{share * 100:.1f} %' if share is not None else '–'} |"
+            )
+        notes = []
+        for server_id, label, *_ in profiled:
+            if server_id == BASELINE:
+                continue
+            kernel = paired_ratios(runs, case_id, server_id, BASELINE, "kernel_ns_per_datagram")
+            extra = user_excess(runs, case_id, server_id)
+            if not kernel or not extra:
+                continue
+            notes.append(f"- {label}: kernel {estimate_text(kernel, 1.0, '×')} the baseline's; user space above the "
+                         f"baseline's, in % of the baseline's CPU per datagram: "
+                         f"{estimate_text([e * 100 for e in extra], None, ' %')}")
+        if notes:
+            lines += ["", "Paired by round against the baseline (median of the rounds, distribution-free interval):",
+                      ""] + notes
+    return lines
+
+
+def user_excess(runs, case_id, server_id):
+    """Per round: (the server's user ns per datagram - the baseline's) / the baseline's CPU ns per datagram."""
+    results = {(r["case"], r["server"], r["round"]): result_of(r) for r in runs if run_ok(r)}
+    out = []
+    for (case, server, rnd), result in sorted(results.items(), key=lambda kv: kv[0][2]):
+        ref = results.get((case_id, BASELINE, rnd))
+        if case != case_id or server != server_id or ref is None:
+            continue
+        mine, theirs = split_cpu(result, False), split_cpu(ref, False)
+        if mine is not None and theirs is not None and ref["server_cpu_ns_per_datagram"]:
+            out.append((mine - theirs) / ref["server_cpu_ns_per_datagram"])
+    return out
+
+
+def estimate_text(values, limit, unit):
+    """"1.02× (95 % interval 0.97–1.05×, 30 rounds)"; ratios printed as fmt_ratio does when unit is "×"."""
+    def num(v):
+        if unit != "×":
+            return f"{v:.1f}"
+        return fmt_ratio(v, limit)[:-1] if limit is not None else f"{v:.2f}"
+
+    mid = statistics.median(values)
+    interval = median_interval(values)
+    if interval is None:
+        return f"{num(mid)}{unit} ({len(values)} rounds, too few for an interval)"
+    low, high, coverage = interval
+    return f"{num(mid)}{unit} ({coverage * 100:.0f} % interval {num(low)}–{num(high)}{unit}, {len(values)} rounds)"
 
 
 def fmt_number(value, digits=0):
@@ -394,6 +500,7 @@ def markdown(cases, facts, config, runs):
                     f"rate{load_part})")
         lines.append(f"- {case_id}, {server_id}: {metric} {sign} {limit:.2f}× {against}: {verdict}{paired}{note}")
     lines += ab_lines(cases, runs)
+    lines += profile_lines(cases, runs)
     failed = [r for r in runs if not run_ok(r)]
     if failed:
         lines.append("")
@@ -480,10 +587,18 @@ def main():
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--runs", help="JSON lines written by benchmarks/run")
     source.add_argument("--from-json", help="a report's PREFIX.json: its runs, facts and configuration")
-    parser.add_argument("--out", required=True, help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png")
+    source.add_argument("--kernel-share", metavar="FILE",
+                        help="print the kernel's share of a `perf report --sort dso --stdio -q` listing (or null)")
+    parser.add_argument("--out", help="output prefix: PREFIX.md, PREFIX.json, PREFIX.png")
     parser.add_argument("--fact", action="append", help="KEY=VALUE about the machine")
     parser.add_argument("--config", action="append", help="KEY=VALUE about the run")
     args = parser.parse_args()
+    if args.kernel_share:
+        share = kernel_share(Path(args.kernel_share).read_text(encoding="utf-8", errors="replace"))
+        print("null" if share is None else f"{share:.4f}")
+        return 0
+    if not args.out:
+        parser.error("--out is required with --runs and --from-json")
     facts = key_values(args.fact)
     config = key_values(args.config)
     if args.from_json:

@@ -154,6 +154,64 @@ class PostTargets(unittest.TestCase):
         self.assertNotIn("-post", text)
 
 
+class Profile(unittest.TestCase):
+    """benchmarks/run --profile: the kernel's share of perf's samples, and the report's split of CPU per datagram."""
+
+    PERF_REPORT = (
+        "    90.74%  [kernel.kallsyms]  \n"
+        "     7.11%  unixgram-echo      \n"
+        "     1.57%  libc.so.6          \n"
+        "     0.58%  [vdso]             \n"
+    )
+
+    def test_the_kernel_share_counts_only_the_kernels_samples(self):
+        self.assertAlmostEqual(report.kernel_share(self.PERF_REPORT), 0.9074)
+
+    def test_a_guest_kernel_counts_as_the_kernel_and_headers_are_skipped(self):
+        text = "# Overhead  Shared Object\n#\n    60.00%  [kernel.vmlinux]\n    20.00%  a.out\n"
+        self.assertAlmostEqual(report.kernel_share(text), 0.75)
+
+    def test_no_samples_no_share(self):
+        self.assertIsNone(report.kernel_share(""))
+        self.assertIsNone(report.kernel_share("Error:\nThe perf.data data has no samples!\n"))
+
+    def runs_with(self, rounds):
+        """Per round: (baseline CPU, baseline kernel share, io_uring CPU, io_uring kernel share)."""
+        runs = []
+        for rnd, (bcpu, bshare, ucpu, ushare) in enumerate(rounds, 1):
+            runs += [dict(run("c", "baseline", rnd, bcpu), kernel_share=bshare),
+                     dict(run("c", "io_uring", rnd, ucpu), kernel_share=ushare)]
+        for r in runs:
+            r["case_label"], r["server_label"] = "case c", r["server"]
+        return runs
+
+    def test_the_split_of_cpu_per_datagram_and_its_ratios(self):
+        runs = self.runs_with([(4000.0, 0.99, 4400.0, 0.90)] * 3)
+        text = "\n".join(report.profile_lines(report.aggregate(runs), runs))
+        self.assertIn("| baseline | 4,000 | 3,960 | 40 | 99.0 % |", text)
+        self.assertIn("| io_uring | 4,400 (1.10×) | 3,960 (1.00×) | 440 (11.00×) | 90.0 % |", text)
+        # user space above the baseline's: (440 - 40) / 4000 = 10 % of the baseline's CPU
+        self.assertIn("io_uring: kernel 1.00× (3 rounds, too few for an interval) the baseline's; user space above "
+                      "the baseline's, in % of the baseline's CPU per datagram: 10.0 % (3 rounds, too few for an "
+                      "interval)", text)
+
+    def test_paired_by_round_with_an_interval(self):
+        rounds = [(4000.0, 1.0, 4000.0 * (1.05 + 0.01 * i), 0.9) for i in range(15)]
+        runs = self.runs_with(rounds)
+        text = "\n".join(report.profile_lines(report.aggregate(runs), runs))
+        # kernel: 0.9 × (1.05 .. 1.19): median 0.9 × 1.12 = 1.008, 4th 0.9 × 1.08 = 0.972, 12th 0.9 × 1.16 = 1.044;
+        # user space: 0.1 × (1.05 .. 1.19) of the baseline's CPU, whose user space is 0: median 11.2 %
+        self.assertIn("kernel 1.01× (96 % interval 0.97–1.04×, 15 rounds) the baseline's", text)
+        self.assertIn("CPU per datagram: 11.2 % (96 % interval 10.8–11.6 %, 15 rounds)", text)
+
+    def test_runs_without_a_profile_add_no_section(self):
+        runs = [run("c", "baseline", 1, 1.0), run("c", "io_uring", 1, 1.0)]
+        for r in runs:
+            r["case_label"], r["server_label"] = "case c", r["server"]
+        self.assertEqual(report.profile_lines(report.aggregate(runs), runs), [])
+        self.assertNotIn("Where the CPU goes", report.markdown(report.aggregate(runs), {}, {}, runs))
+
+
 class FmtRatio(unittest.TestCase):
     def test_two_decimals_as_a_rule(self):
         self.assertEqual(report.fmt_ratio(1.0949, 1.00), "1.09×")
