@@ -24,6 +24,13 @@ def run(case, server, rnd, cpu, ok=True):
     return {"case": case, "server": server, "round": rnd, "bench_exit": 0, "server_exit": 0, "result": result}
 
 
+def labelled(runs, case_label="case c"):
+    """The runs with the labels the report prints: the case's, and each server's id as its label."""
+    for r in runs:
+        r["case_label"], r["server_label"] = case_label, r["server"]
+    return runs
+
+
 class MedianInterval(unittest.TestCase):
     def test_fifteen_values_give_the_4th_and_12th_order_statistics(self):
         values = [float(v) for v in range(15, 0, -1)]  # unsorted on purpose
@@ -127,9 +134,7 @@ class TwinAB(unittest.TestCase):
         self.assertIn("1.00× over 3 rounds: too few rounds for an interval", text)
 
     def test_no_twin_no_section(self):
-        runs = [run("c", "baseline", 1, 1.0), run("c", "io_uring", 1, 1.0)]
-        for r in runs:
-            r["case_label"], r["server_label"] = "case c", r["server"]
+        runs = labelled([run("c", "baseline", 1, 1.0), run("c", "io_uring", 1, 1.0)])
         self.assertEqual(report.ab_lines(report.aggregate(runs), runs), [])
 
 
@@ -137,9 +142,7 @@ class PostTargets(unittest.TestCase):
     """unixgram-echo --post (io_uring-post, epoll-post) gets the CPU targets where it ran, and no line elsewhere."""
 
     def text(self, servers):
-        runs = [run("16x32-64B", s, rnd, 1000.0) for rnd in range(1, 4) for s in servers]
-        for r in runs:
-            r["case_label"], r["server_label"] = "16 × 32", r["server"]
+        runs = labelled([run("16x32-64B", s, rnd, 1000.0) for rnd in range(1, 4) for s in servers], "16 × 32")
         return report.markdown(report.aggregate(runs), {}, {}, runs)
 
     def test_the_post_servers_are_held_to_their_backends_targets(self):
@@ -181,9 +184,7 @@ class Profile(unittest.TestCase):
         for rnd, (bcpu, bshare, ucpu, ushare) in enumerate(rounds, 1):
             runs += [dict(run("c", "baseline", rnd, bcpu), kernel_share=bshare),
                      dict(run("c", "io_uring", rnd, ucpu), kernel_share=ushare)]
-        for r in runs:
-            r["case_label"], r["server_label"] = "case c", r["server"]
-        return runs
+        return labelled(runs)
 
     def test_the_split_of_cpu_per_datagram_and_its_ratios(self):
         runs = self.runs_with([(4000.0, 0.99, 4400.0, 0.90)] * 3)
@@ -205,9 +206,7 @@ class Profile(unittest.TestCase):
         self.assertIn("CPU per datagram: 11.2 % (96 % interval 10.8–11.6 %, 15 rounds)", text)
 
     def test_runs_without_a_profile_add_no_section(self):
-        runs = [run("c", "baseline", 1, 1.0), run("c", "io_uring", 1, 1.0)]
-        for r in runs:
-            r["case_label"], r["server_label"] = "case c", r["server"]
+        runs = labelled([run("c", "baseline", 1, 1.0), run("c", "io_uring", 1, 1.0)])
         self.assertEqual(report.profile_lines(report.aggregate(runs), runs), [])
         self.assertNotIn("Where the CPU goes", report.markdown(report.aggregate(runs), {}, {}, runs))
 
