@@ -150,23 +150,34 @@ def aggregate(runs):
     return out
 
 
-def paired_ratios(runs, case_id, server_id, ref_id, metric):
-    """Per round, the server's metric over the reference server's in the same case and round. The servers of a
-    round run back to back, so a drift of the machine's speed between rounds (a noisy neighbour on a VM) cancels
-    out of these ratios, which it does not out of a ratio of medians taken over different rounds."""
-    read = METRICS[metric][0]
+def paired_by_round(runs, case_id, server_id, ref_id, combine):
+    """Per round, combine(the server's result, the reference server's result in the same case and round), leaving
+    out rounds where either failed or combine gives None."""
     results = {(r["case"], r["server"], r["round"]): result_of(r) for r in runs if run_ok(r)}
-    ratios = []
+    out = []
     for (case, server, rnd), result in sorted(results.items(), key=lambda kv: kv[0][2]):
         if case != case_id or server != server_id:
             continue
         ref = results.get((case_id, ref_id, rnd))
         if ref is None:
             continue
+        value = combine(result, ref)
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def paired_ratios(runs, case_id, server_id, ref_id, metric):
+    """Per round, the server's metric over the reference server's in the same case and round. The servers of a
+    round run back to back, so a drift of the machine's speed between rounds (a noisy neighbour on a VM) cancels
+    out of these ratios, which it does not out of a ratio of medians taken over different rounds."""
+    read = METRICS[metric][0]
+
+    def ratio(result, ref):
         a, b = read(result), read(ref)
-        if a is not None and b:
-            ratios.append(a / b)
-    return ratios
+        return a / b if a is not None and b else None
+
+    return paired_by_round(runs, case_id, server_id, ref_id, ratio)
 
 
 def median_interval(values, confidence=0.95):
@@ -312,16 +323,14 @@ def profile_lines(cases, runs):
 
 def user_excess(runs, case_id, server_id):
     """Per round: (the server's user ns per datagram - the baseline's) / the baseline's CPU ns per datagram."""
-    results = {(r["case"], r["server"], r["round"]): result_of(r) for r in runs if run_ok(r)}
-    out = []
-    for (case, server, rnd), result in sorted(results.items(), key=lambda kv: kv[0][2]):
-        ref = results.get((case_id, BASELINE, rnd))
-        if case != case_id or server != server_id or ref is None:
-            continue
+
+    def excess(result, ref):
         mine, theirs = split_cpu(result, False), split_cpu(ref, False)
-        if mine is not None and theirs is not None and ref["server_cpu_ns_per_datagram"]:
-            out.append((mine - theirs) / ref["server_cpu_ns_per_datagram"])
-    return out
+        if mine is None or theirs is None or not ref["server_cpu_ns_per_datagram"]:
+            return None
+        return (mine - theirs) / ref["server_cpu_ns_per_datagram"]
+
+    return paired_by_round(runs, case_id, server_id, BASELINE, excess)
 
 
 def estimate_text(values, limit, unit):

@@ -49,10 +49,39 @@ struct ProbeProtocol {
 static_assert(DatagramProtocol<ProbeProtocol, std::string, std::string>);
 using Probe = RunningServer<std::string, std::string, ProbeProtocol>;
 
-/// H22's scenario, for a handler that replies "crash" (which ProbeProtocol cannot serialize), catches what that
-/// threw, and replies with a report of it: the client gets the report and nothing else, not even an empty
+/// H22's handler: replies "crash" (which ProbeProtocol cannot serialize), then replies with a report of what that
+/// threw. Its replies are awaited (`co_await send_packet`) or posted (`post_packet`).
+class SerializeCrashHandler : public DatagramRequestHandler<std::string, std::string> {
+public:
+    enum class Reply { awaited, posted };
+    explicit SerializeCrashHandler(Reply how) : how_(how) {}
+
+    Session<std::string> handle(Client<std::string>& client) override {
+        std::string request = co_yield recv();
+        std::string report = "no exception";
+        try {
+            if (how_ == Reply::posted) {
+                client.post_packet("crash");
+            } else {
+                co_await client.send_packet("crash");
+            }
+        } catch (const std::runtime_error& e) {
+            report = std::string("RuntimeError: ") + e.what() + " (caused by " + nested_what(e) + ")";
+        }
+        if (how_ == Reply::posted) {
+            client.post_packet(report);
+        } else {
+            co_await client.send_packet(report);
+        }
+    }
+
+private:
+    Reply how_;
+};
+
+/// H22's scenario, for SerializeCrashHandler: the client gets the report and nothing else, not even an empty
 /// datagram, and nothing is logged. Returns the server's stats at the end.
-inline ServerStats run_serialize_crash_scenario(DatagramRequestHandler<std::string, std::string>& handler) {
+inline ServerStats run_serialize_crash_scenario(SerializeCrashHandler& handler) {
     ProbeProtocol protocol;
     Probe srv(handler, protocol);
     auto c = srv.client();

@@ -301,23 +301,8 @@ TEST(ErrorsContract, H21_ReplyToAnUnnamedClientRaisesEINVAL) {
 
 // ---- H22: serialization failure ----------------------------------------------------------------------
 
-/// Replies "crash" (which the protocol cannot serialize), then reports what that threw.
-class SerializeCrashHandler : public DatagramRequestHandler<std::string, std::string> {
-public:
-    Session<std::string> handle(Client<std::string>& client) override {
-        std::string request = co_yield recv();
-        std::string report = "no exception";
-        try {
-            co_await client.send_packet("crash");
-        } catch (const std::runtime_error& e) {
-            report = std::string("RuntimeError: ") + e.what() + " (caused by " + nested_what(e) + ")";
-        }
-        co_await client.send_packet(report);
-    }
-};
-
 TEST(ErrorsContract, H22_MakeDatagramCrashRaisesRuntimeErrorAndSendsNothing) {
-    SerializeCrashHandler handler;
+    SerializeCrashHandler handler(SerializeCrashHandler::Reply::awaited);
     run_serialize_crash_scenario(handler);
 }
 

@@ -216,22 +216,8 @@ TEST(PostPacketContract, H21_PostingToAnUnnamedClientThrowsEINVAL) {
 
 // H22 holds for posted replies too: a response the protocol cannot serialize throws RuntimeError (nesting the
 // protocol's exception) from post_packet itself, and nothing is queued, not even an empty datagram.
-class PostCrashHandler : public DatagramRequestHandler<std::string, std::string> {
-public:
-    Session<std::string> handle(Client<std::string>& client) override {
-        std::string request = co_yield recv();
-        std::string report = "no exception";
-        try {
-            client.post_packet("crash");
-        } catch (const std::runtime_error& e) {
-            report = std::string("RuntimeError: ") + e.what() + " (caused by " + nested_what(e) + ")";
-        }
-        client.post_packet(report);
-    }
-};
-
 TEST(PostPacketContract, H22_AResponseTheProtocolCannotSerializeThrowsAndQueuesNothing) {
-    PostCrashHandler handler;
+    SerializeCrashHandler handler(SerializeCrashHandler::Reply::posted);
     const ServerStats st = run_serialize_crash_scenario(handler);
     EXPECT_EQ(st.send_errors + st.send_timeouts + st.sends_abandoned, 0u);
 }
