@@ -10,8 +10,6 @@
 
 #include <atomic>
 #include <fstream>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -217,65 +215,17 @@ TEST(PostPacketContract, H21_PostingToAnUnnamedClientThrowsEINVAL) {
 // H22 holds for posted replies too: a response the protocol cannot serialize throws RuntimeError (nesting the
 // protocol's exception) from post_packet itself, and nothing is queued, not even an empty datagram.
 TEST(PostPacketContract, H22_AResponseTheProtocolCannotSerializeThrowsAndQueuesNothing) {
-    SerializeCrashHandler handler(SerializeCrashHandler::Reply::posted);
+    SerializeCrashHandler handler(ReplyKind::posted);
     const ServerStats st = run_serialize_crash_scenario(handler);
     EXPECT_EQ(st.send_errors + st.send_timeouts + st.sends_abandoned, 0u);
 }
 
 // H20 holds for posted replies too: once serving has ended, posting through a kept Client copy (from an
 // ExitStack callback of service_init) throws ClientClosedError before the response is serialized.
-class LatePostHandler : public DatagramRequestHandler<std::string, std::string> {
-public:
-    std::atomic<int> late_attempts{0};
-    std::atomic<int> make_calls_at_late_post{-1};
-    std::mutex mutex;
-    std::string late_error;
-    std::shared_ptr<std::atomic<int>> make_calls;
-
-    Task<> service_init(ExitStack& stack, unixgram::Server&) override {
-        stack.push_async([this] { return post_late(); });
-        co_return;
-    }
-    Session<std::string> handle(Client<std::string>& client) override {
-        std::string request = co_yield recv();
-        if (!kept_) kept_.emplace(client);
-        client.post_packet(request);
-    }
-
-private:
-    Task<> post_late() {
-        if (!kept_) co_return;
-        ++late_attempts;
-        try {
-            kept_->post_packet("too late");
-        } catch (const ClientClosedError& e) {
-            std::lock_guard lock(mutex);
-            late_error = e.what();
-        }
-        make_calls_at_late_post = make_calls->load();
-        kept_.reset();  // Client copies must not outlive the run on the loop thread
-        co_return;
-    }
-    std::optional<Client<std::string>> kept_;
-};
-
 TEST(PostPacketContract, H20_PostingAfterServingEndedThrowsClientClosedErrorBeforeSerializing) {
-    LatePostHandler handler;
-    ProbeProtocol protocol;
-    handler.make_calls = protocol.make_calls;
-    Probe srv(handler, protocol);
-    auto c = srv.client();
-    c.send(srv.address(), "hello");
-    ASSERT_EQ(c.recv(), "hello");
-    srv.server().stop();
-    ASSERT_EQ(handler.late_attempts.load(), 1);
-    {
-        std::lock_guard lock(handler.mutex);
-        EXPECT_EQ(handler.late_error, "Closed client");
-    }
-    EXPECT_EQ(handler.make_calls_at_late_post.load(), 1) << "ClientClosedError comes before serializing";
-    EXPECT_EQ(c.recv(300ms), std::nullopt);
-    const ServerStats st = srv.server().stats();
+    ServerStats st;
+    run_closing_client_scenario(/*via_exit_stack=*/true, ReplyKind::posted, &st);
+    if (HasFatalFailure()) return;
     EXPECT_EQ(st.datagrams_sent, 1u);
     EXPECT_EQ(st.send_errors + st.send_timeouts + st.sends_abandoned, 0u);
 }
